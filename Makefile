@@ -1,0 +1,48 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is optional.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+NODE_STAMP := tests/e2e/node_modules/.installed
+
+.PHONY: run test lint unit integration e2e bench clean fmt
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The seed's JavaScript client runs in Node with the `ws` package in the e2e tests.
+$(NODE_STAMP): tests/e2e/package.json
+	cd tests/e2e && npm install --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m tracker_ws dev
+
+test: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check tracker_ws tests bench
+	$(BIN)/ruff format --check tracker_ws tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format tracker_ws tests bench
+	$(BIN)/ruff check --fix tracker_ws tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) tests/e2e/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Pure core: no I/O, no event loop. Everything here is unit-tested without servers."""
