@@ -10,7 +10,7 @@ from tracker_ws.domain.errors import ConfigError
 
 # The documented development secret. Never use it in production: set TRACKER_WS_JWT_SECRET
 # or TRACKER_WS_JWT_PUBLIC_KEY.
-DEV_JWT_SECRET = "tracker-ws-dev-secret-change-me"
+DEV_JWT_SECRET = "tracker-ws-development-secret-change-me"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -77,7 +77,8 @@ class Settings:
         redis_url = os.environ.get("TRACKER_WS_REDIS_URL", "memory://")
         if not redis_url.startswith(("redis://", "rediss://", "unix://", "memory://")):
             raise ConfigError(
-                f"TRACKER_WS_REDIS_URL must be redis://…, rediss://… or memory://, got {redis_url!r}"
+                "TRACKER_WS_REDIS_URL must be redis://…, rediss://… or memory://, "
+                f"got {redis_url!r}"
             )
         broker = os.environ.get("TRACKER_WS_KAFKA_BROKER", "kafka://127.0.0.1:9092")
         if not broker.startswith("kafka://"):

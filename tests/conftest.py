@@ -1,0 +1,93 @@
+"""Shared fixtures: the real broker and Redis for every test layer (ARCHITECTURE §7).
+
+With TRACKER_WS_KAFKA_BROKER / TRACKER_WS_REDIS_URL set, tests use those servers; otherwise a
+fresh Tansu broker and redis-server are started on free loopback ports for the session.
+Only devstack, config and domain.errors may be imported from tracker_ws here: the rest of the
+package must not be needed to collect the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracker_ws import devstack
+
+_TESTS_DIR = Path(__file__).resolve().parent
+_MARK_BY_DIR = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Mark by location so `-m "not integration"` works without every test file remembering it.
+    for item in items:
+        try:
+            parts = Path(str(item.path)).resolve().relative_to(_TESTS_DIR).parts
+        except ValueError:
+            continue
+        mark = _MARK_BY_DIR.get(parts[0]) if parts else None
+        if mark is not None:
+            item.add_marker(mark)
+
+
+def _external_broker() -> str | None:
+    return os.environ.get("TRACKER_WS_KAFKA_BROKER") or None
+
+
+def _external_redis() -> str | None:
+    # `memory://` is a valid service setting but not a server: tests then get their own Redis.
+    url = os.environ.get("TRACKER_WS_REDIS_URL") or ""
+    return url if url.startswith(_REDIS_SCHEMES) else None
+
+
+@pytest.fixture(scope="session")
+def devstack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Logs and data of the servers this session starts (kept by pytest for post-mortems)."""
+    return tmp_path_factory.mktemp("devstack")
+
+
+@pytest.fixture(scope="session")
+def broker(devstack_dir: Path) -> Iterator[devstack.Broker | None]:
+    """The session's Tansu handle for fault tests (kill/restart), or None when external."""
+    if _external_broker() is not None:
+        yield None
+        return
+    handle = devstack.start_broker(log_dir=devstack_dir)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_url(broker: devstack.Broker | None) -> str:
+    if broker is None:
+        url = _external_broker()
+        assert url is not None
+        return url
+    return broker.url
+
+
+@pytest.fixture(scope="session")
+def redis_server(devstack_dir: Path) -> Iterator[devstack.RedisServer | None]:
+    """The session's redis-server handle for fault tests, or None when external."""
+    if _external_redis() is not None:
+        yield None
+        return
+    handle = devstack.start_redis(log_dir=devstack_dir)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: devstack.RedisServer | None) -> str:
+    if redis_server is None:
+        url = _external_redis()
+        assert url is not None
+        return url
+    return redis_server.url

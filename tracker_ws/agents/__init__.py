@@ -1,0 +1,1 @@
+"""Faust agents: thin adapters from topics to the pure core and the bus."""

@@ -1,0 +1,127 @@
+"""gps-events → last_positions table → bus (ARCHITECTURE §1).
+
+Runs on the owner of each partition. Malformed events are counted and dead-lettered; the
+agent never stops on bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import faust
+import orjson
+
+from tracker_ws.agents.publisher import Publisher
+from tracker_ws.bus import Outgoing
+from tracker_ws.domain import envelope
+from tracker_ws.domain.errors import InvalidEvent
+from tracker_ws.domain.events import load_json, parse_gps_event
+from tracker_ws.domain.models import VehicleStatus
+from tracker_ws.domain.status import derive_status, next_still_since
+from tracker_ws.domain.subscriptions import position_keys
+from tracker_ws.runtime import Runtime
+from tracker_ws.tables.definitions import GPS_EVENTS, Tables, Topics
+
+log = logging.getLogger(__name__)
+
+# Which instances want an event with these routing keys.
+Router = Callable[[Iterable[str]], list[str]]
+
+
+def local_router(rt: Runtime) -> Router:
+    """Single instance: only this instance, and only when someone here subscribed."""
+    me = [rt.settings.instance_id]
+
+    def route(keys: Iterable[str]) -> list[str]:
+        return me if rt.hub.wants(keys) else []
+
+    return route
+
+
+def dead_letter(
+    error: str, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+) -> bytes:
+    return orjson.dumps(
+        {
+            "error": error,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key": key.decode("utf-8", "replace") if key else None,
+            "value": value.decode("utf-8", "replace") if value else None,
+            "at": int(time.time() * 1000),
+        }
+    )
+
+
+def install(
+    app: faust.App, rt: Runtime, topics: Topics, tables: Tables, publisher: Publisher, route: Router
+) -> Any:
+    last_positions = tables.last_positions
+    metrics = rt.metrics
+    offline_s = rt.settings.offline_after_s
+    # Vehicles announced offline by the timer, so it says so once per silence.
+    offline_announced: set[str] = set()
+
+    async def positions(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            msg = event.message
+            started = time.perf_counter()
+            try:
+                value = load_json(event.value)
+                fix = parse_gps_event(value, event.key.decode() if event.key else None)
+            except (InvalidEvent, UnicodeDecodeError) as exc:
+                reason = exc.message if isinstance(exc, InvalidEvent) else "key is not UTF-8"
+                metrics.stream(GPS_EVENTS, "invalid")
+                await topics.gps_dlq.send(
+                    key=event.key,
+                    value=dead_letter(
+                        reason, event.key, event.value, msg.topic, msg.partition, msg.offset
+                    ),
+                )
+                continue
+            vid = fix.vehicle_id
+            prev = last_positions.get(vid)
+            if prev is not None and prev["env"]["ts"] > fix.timestamp_ms:
+                metrics.stream(GPS_EVENTS, "out_of_order")
+                continue
+            still = next_still_since(prev["still"] if prev else None, fix)
+            status = derive_status(fix, still, int(time.time() * 1000), offline_s)
+            vehicle = rt.registry.get(vid)
+            if vehicle is None:
+                metrics.stream(GPS_EVENTS, "unregistered")
+                continue
+            env = envelope.position_envelope(fix, vehicle, status)
+            last_positions[vid] = {"env": env, "still": still}
+            offline_announced.discard(vid)
+            targets = route(position_keys(vid, vehicle.company_id, vehicle.group_ids))
+            publisher.add(Outgoing(targets, envelope.encode(env), vehicle_id=vid))
+            metrics.stream(GPS_EVENTS, "ok")
+            metrics.processing.labels("gps").observe(time.perf_counter() - started)
+
+    agent = app.agent(topics.gps, name="tracker_ws.positions")(positions)
+
+    async def offline_sweep() -> None:
+        """A vehicle that stops reporting turns `offline` without a new fix to say so."""
+        now = time.time() * 1000
+        for vid, entry in list(last_positions.items()):
+            if entry is None or vid in offline_announced:
+                continue
+            env = entry["env"]
+            if now - env["ts"] <= offline_s * 1000 or env["s"] == VehicleStatus.OFFLINE.value:
+                continue
+            offline_announced.add(vid)
+            env = {**env, "s": VehicleStatus.OFFLINE.value}
+            vehicle = rt.registry.get(vid)
+            if vehicle is None:
+                continue
+            targets = route(position_keys(vid, vehicle.company_id, vehicle.group_ids))
+            # Status-only update: `p` unchanged, delivered in a positionBatch with the status.
+            env["status_only"] = True
+            publisher.add(Outgoing(targets, envelope.encode(env), vehicle_id=vid))
+
+    app.timer(interval=max(1.0, min(30.0, offline_s / 10)))(offline_sweep)
+    return agent

@@ -1,0 +1,155 @@
+"""The Faust app: one process is one instance (agents + web server on one event loop).
+
+faust -A tracker_ws.app worker        # or: python -m tracker_ws worker
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiohttp import web
+
+from tracker_ws.agents import positions
+from tracker_ws.agents.publisher import Publisher
+from tracker_ws.agents.registry import RegistryReader
+from tracker_ws.config import Settings
+from tracker_ws.runtime import Runtime
+from tracker_ws.tables.definitions import declare
+from tracker_ws.transport import Transport
+from tracker_ws.web import health
+from tracker_ws.web.session import ws_handler
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "web" / "static"
+
+
+class TrackerApp(faust.App):
+    """faust.App with the service's runtime and web routes."""
+
+    rt: Runtime
+
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
+    def on_webserver_init(self, web_: Any) -> None:
+        # Faust calls this hook twice; register routes once.
+        aio: web.Application = web_.web_app
+        if aio.get("tracker_runtime") is not None:
+            return
+        aio["tracker_runtime"] = self.rt
+        r = aio.router
+        r.add_get("/ws", ws_handler)
+        r.add_get("/health", health.health)
+        r.add_get("/metrics", health.metrics)
+        if STATIC_DIR.is_dir():
+            r.add_get("/demo", _demo_page)
+            r.add_static("/static/", STATIC_DIR)
+
+
+async def _demo_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+def create_app(settings: Settings | None = None) -> TrackerApp:
+    settings = settings or Settings.from_env()
+    rt = Runtime.create(settings)
+    datadir = (Path(settings.data_dir) / settings.instance_id).resolve()
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = TrackerApp(
+        settings.app_id,
+        broker=settings.kafka_broker,
+        store="memory://",
+        datadir=str(datadir),
+        web_port=settings.port,
+        web_bind=settings.host,
+        web_host="127.0.0.1",
+        web_in_thread=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="latest",
+        stream_wait_empty=False,
+        # Small group timeouts: a single worker is ready in seconds, and a dead one is
+        # noticed quickly by the survivors.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_request_timeout=30.0,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        producer_linger=0.0,
+        table_cleanup_interval=3600.0,
+        web_enabled=True,
+    )
+    app.rt = rt
+    topics, tables = declare(app, settings.partitions)
+    publisher = Publisher(rt.bus, rt.metrics)
+    route = positions.local_router(rt)
+    positions.install(app, rt, topics, tables, publisher, route)
+    reader = RegistryReader(rt, settings.kafka_broker.removeprefix("kafka://"))
+
+    @app.task
+    async def start_services() -> None:
+        await rt.bus.start(rt.hub.deliver)
+        publisher.start()
+        await topics.registry.maybe_declare()
+        await topics.gps_dlq.maybe_declare()
+        registry_task = asyncio.get_running_loop().create_task(_supervise(reader.run, "registry"))
+        app._tracker_tasks = [registry_task]  # type: ignore[attr-defined]
+        await reader.caught_up.wait()
+        rt.broker_ok = True
+        rt.ready = True
+        log.info("tracker-ws %s ready on :%d", settings.instance_id, settings.port)
+
+    @app.timer(interval=5.0)
+    async def check_broker() -> None:
+        rt.broker_ok = await _broker_reachable(app)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        rt.draining = True
+        with contextlib.suppress(Exception):
+            await publisher.stop()
+        await rt.bus.close()
+
+    return app
+
+
+async def _supervise(fn: Any, name: str) -> None:
+    """Restart a background loop that failed (broker hiccup); never let it die silently."""
+    backoff = 0.2
+    while True:
+        try:
+            await fn()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s loop failed: %s; restarting", name, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+async def _broker_reachable(app: faust.App) -> bool:
+    try:
+        consumer: Any = app.consumer
+        client = consumer._thread._ensure_consumer()._client  # the live aiokafka client
+        return bool(await asyncio.wait_for(client.ready(client.get_random_node()), timeout=2.0))
+    except Exception:
+        return False
+
+
+def _app_from_env() -> TrackerApp:
+    # Faust's CLI imports `tracker_ws.app:app`; tests and tools call create_app directly.
+    os.environ.setdefault("TRACKER_WS_REDIS_URL", "memory://")
+    return create_app()
+
+
+app = _app_from_env()

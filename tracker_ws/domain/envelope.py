@@ -1,0 +1,44 @@
+"""The records the GPS agent publishes through the bus and every instance decodes.
+
+Short keys: these cross Redis for every fix. `t` kind, `v` vehicleId, `c` companyId,
+`g` groupIds, `n` vehicle name, `s` status, `p` the seed `Position` object, `x` sensors,
+`ts` fix time (epoch ms, for the delivery-latency metric).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tracker_ws.domain.models import GpsFix, Vehicle, VehicleStatus
+from tracker_ws.domain.protocol import position_dict
+
+POSITION = "pos"
+
+
+def position_envelope(fix: GpsFix, vehicle: Vehicle, status: VehicleStatus) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "t": POSITION,
+        "v": fix.vehicle_id,
+        "c": vehicle.company_id,
+        "g": sorted(vehicle.group_ids),
+        "n": vehicle.name,
+        "s": status.value,
+        "p": position_dict(fix),
+        "ts": fix.timestamp_ms,
+    }
+    if fix.sensors is not None:
+        env["x"] = fix.sensors.to_json()
+    return env
+
+
+def encode(env: dict[str, Any]) -> bytes:
+    return orjson.dumps(env)
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    value = orjson.loads(payload)
+    if not isinstance(value, dict):
+        raise ValueError("envelope must be a JSON object")
+    return value

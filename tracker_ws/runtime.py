@@ -1,0 +1,44 @@
+"""Everything one instance holds, wired once and passed to the adapters explicitly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tracker_ws.bus import Bus, make_bus
+from tracker_ws.config import Settings
+from tracker_ws.domain.registry import VehicleRegistry
+from tracker_ws.metrics import Metrics
+from tracker_ws.web.hub import Hub
+
+if TYPE_CHECKING:
+    from tracker_ws.auth import TokenVerifier
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    registry: VehicleRegistry
+    hub: Hub
+    bus: Bus
+    verifier: TokenVerifier
+    started_at: float = field(default_factory=time.time)
+    ready: bool = False  # worker joined the group and caught up with the registry
+    draining: bool = False
+    broker_ok: bool = False
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        from tracker_ws.auth import TokenVerifier
+
+        metrics = Metrics(settings.instance_id)
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            registry=VehicleRegistry(),
+            hub=Hub(metrics),
+            bus=make_bus(settings),
+            verifier=TokenVerifier.from_settings(settings),
+        )

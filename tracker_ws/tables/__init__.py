@@ -1,0 +1,1 @@
+"""Faust table definitions (changelog-backed, co-partitioned with gps-events)."""

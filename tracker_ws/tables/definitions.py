@@ -1,0 +1,59 @@
+"""Tables and topics of the app, declared in one place so agents and tests agree on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+GPS_EVENTS = "gps-events"
+GPS_EVENTS_DLQ = "gps-events-dlq"
+VEHICLE_REGISTRY = "vehicle-registry"
+SUBSCRIPTION_CHANGES = "ws-subscription-changes"
+
+
+@dataclass
+class Topics:
+    gps: Any
+    gps_dlq: Any
+    registry: Any
+
+
+@dataclass
+class Tables:
+    # vehicleId -> {"env": position envelope, "still": still-since ms or None}
+    last_positions: Any
+
+
+def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
+    topics = Topics(
+        gps=app.topic(
+            GPS_EVENTS,
+            key_type=bytes,
+            value_type=bytes,
+            value_serializer="raw",
+            key_serializer="raw",
+            partitions=partitions,
+        ),
+        gps_dlq=app.topic(
+            GPS_EVENTS_DLQ, value_serializer="raw", key_serializer="raw", partitions=partitions
+        ),
+        registry=app.topic(
+            VEHICLE_REGISTRY,
+            value_serializer="raw",
+            key_serializer="raw",
+            partitions=partitions,
+            compacting=True,
+        ),
+    )
+    tables = Tables(
+        last_positions=app.Table(
+            "last_positions",
+            default=None,
+            partitions=partitions,
+            key_type=str,
+            value_type=dict,
+        ),
+    )
+    return topics, tables

@@ -1,0 +1,1 @@
+"""aiohttp adapters: the WebSocket session, the admin API, health and metrics."""

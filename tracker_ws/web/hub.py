@@ -1,0 +1,146 @@
+"""The instance's connections and their subscriptions; fans bus deliveries out to them.
+
+Deliveries arrive from the bus already in eventId order. Each event is decoded and encoded
+once per instance; the resulting bytes are shared by every recipient connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, cast
+
+import orjson
+
+from tracker_ws.domain import envelope
+from tracker_ws.domain.index import SubscriptionIndex
+from tracker_ws.domain.models import Sensors
+from tracker_ws.domain.protocol import encode_batch_fragment, encode_position
+from tracker_ws.domain.subscriptions import position_keys
+from tracker_ws.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tracker_ws.web.session import Session
+
+log = logging.getLogger(__name__)
+
+# (keys that gained their first local subscriber, keys that lost their last one)
+InterestListener = Callable[[list[str], list[str]], None]
+
+
+class RateMeter:
+    """Events per second over the last full second (cheap: two counters)."""
+
+    __slots__ = ("_count", "_second", "rate")
+
+    def __init__(self) -> None:
+        self._second = int(time.monotonic())
+        self._count = 0
+        self.rate = 0
+
+    def add(self, n: int = 1) -> None:
+        now = int(time.monotonic())
+        if now != self._second:
+            self.rate = self._count if now == self._second + 1 else 0
+            self._second = now
+            self._count = 0
+        self._count += n
+
+    def current(self) -> int:
+        self.add(0)
+        return self.rate
+
+
+class Hub:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.sessions: dict[str, Session] = {}
+        self.index: SubscriptionIndex[Session] = SubscriptionIndex()
+        self.listeners: list[InterestListener] = []
+        self.inbound = RateMeter()
+        self.outbound = RateMeter()
+        self.last_event_id = 0
+        self.skipped_deliveries = 0
+
+    # ------------------------------------------------------------ connections
+    def register(self, session: Session) -> None:
+        self.sessions[session.conn_id] = session
+        self.metrics.active_connections.labels(self.metrics.instance, session.info.platform).inc()
+        self.metrics.connections_total.labels(self.metrics.instance, "opened").inc()
+
+    def unregister(self, session: Session) -> None:
+        if self.sessions.pop(session.conn_id, None) is None:
+            return
+        self.unsubscribe(session, session.subs.keys())
+        self.metrics.active_connections.labels(self.metrics.instance, session.info.platform).dec()
+        self.metrics.connections_total.labels(self.metrics.instance, "closed").inc()
+
+    def subscribe(self, session: Session, keys: Iterable[str]) -> None:
+        first = self.index.add(session, keys)
+        if first:
+            self._notify(first, [])
+
+    def unsubscribe(self, session: Session, keys: Iterable[str]) -> None:
+        last = self.index.remove(session, keys)
+        if last:
+            self._notify([], last)
+
+    def _notify(self, added: list[str], removed: list[str]) -> None:
+        for listener in self.listeners:
+            listener(added, removed)
+
+    def wants(self, keys: Iterable[str]) -> bool:
+        return self.index.has_any(keys)
+
+    def subscription_count(self) -> int:
+        return sum(sum(s.subs.counts().values()) for s in self.sessions.values())
+
+    # ------------------------------------------------------------ delivery
+    def deliver(self, records: list[tuple[int, bytes]]) -> None:
+        """Bus callback: records in increasing eventId order."""
+        now_ms = time.time() * 1000
+        for event_id, payload in records:
+            self.last_event_id = event_id
+            try:
+                env = envelope.decode(payload)
+                if env.get("t") == envelope.POSITION:
+                    self._deliver_position(event_id, env, now_ms)
+            except (ValueError, KeyError, TypeError) as exc:
+                # A record this version cannot read: skip it, keep the rest flowing.
+                self.skipped_deliveries += 1
+                self.metrics.error("BAD_DELIVERY")
+                log.warning("skipping undecodable delivery %s: %s", event_id, exc)
+
+    def _deliver_position(self, event_id: int, env: dict[str, object], now_ms: float) -> None:
+        vid = str(env["v"])
+        company = str(env["c"])
+        groups = frozenset(cast(list[str], env["g"]))
+        conns = self.index.lookup(position_keys(vid, company, groups))
+        if not conns:
+            return
+        pos = orjson.dumps(env["p"])
+        # A status-only update (offline) must carry its status: batch form only.
+        single = None if env.get("status_only") else encode_position(event_id, vid, pos)
+        sensors = env.get("x")
+        fragment = encode_batch_fragment(
+            vid,
+            str(env.get("n", "")),
+            pos,
+            str(env["s"]),
+            Sensors(**sensors) if isinstance(sensors, dict) else None,
+        )
+        ts = env.get("ts")
+        if isinstance(ts, int | float):
+            self.metrics.delivery_vehicles.observe(max(0.0, (now_ms - ts) / 1000))
+        delivered = 0
+        for conn in conns:
+            perms = conn.perms
+            # Defence in depth: never cross companies, whatever the index says.
+            if company != perms.user.company_id:
+                continue
+            if perms.narrowed and not perms.can_see(vid, company, groups):
+                continue
+            conn.push_position(vid, event_id, single, fragment)
+            delivered += 1
+        self.outbound.add(delivered)
