@@ -91,3 +91,48 @@ def redis_url(redis_server: devstack.RedisServer | None) -> str:
         assert url is not None
         return url
     return redis_server.url
+
+
+# --------------------------------------------------------------------------------------------
+# Topics, a running worker, a producer
+
+
+TOPICS = {"gps-events": 12, "gps-events-dlq": 12, "vehicle-registry": 12}
+
+
+@pytest.fixture(scope="session")
+def topics(broker_url: str) -> str:
+    import asyncio
+
+    asyncio.run(
+        devstack.create_topics(
+            broker_url, TOPICS, configs={"vehicle-registry": {"cleanup.policy": "compact"}}
+        )
+    )
+    return broker_url
+
+
+@pytest.fixture(scope="session")
+def worker(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[devstack.Worker]:
+    """One tracker-ws worker process against the session's broker and Redis."""
+    handle = devstack.start_worker(
+        broker_url=topics, redis_url=redis_url, log_dir=devstack_dir, instance_id="ws-test-1"
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+async def fleet(topics: str):  # type: ignore[no-untyped-def]
+    from aiokafka import AIOKafkaProducer
+
+    from tests.support.fleet import FleetDriver
+
+    producer = AIOKafkaProducer(bootstrap_servers=devstack.bootstrap_servers(topics), linger_ms=1)
+    await producer.start()
+    try:
+        yield FleetDriver(producer)
+    finally:
+        await producer.stop()

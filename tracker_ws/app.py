@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,13 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         rt.broker_ok = True
         rt.ready = True
         log.info("tracker-ws %s ready on :%d", settings.instance_id, settings.port)
+
+    s = settings
+    sweep_every = max(0.2, min(s.server_ping_interval_s, s.heartbeat_timeout_s) / 3)
+
+    @app.timer(interval=sweep_every)
+    async def heartbeat() -> None:
+        rt.hub.sweep(time.monotonic(), s.server_ping_interval_s, s.heartbeat_timeout_s)
 
     @app.timer(interval=5.0)
     async def check_broker() -> None:

@@ -96,6 +96,17 @@ class Hub:
     def subscription_count(self) -> int:
         return sum(sum(s.subs.counts().values()) for s in self.sessions.values())
 
+    def sweep(self, now: float, ping_after: float, close_after: float) -> None:
+        """Heartbeat: ping connections quiet for `ping_after` s, close those silent for
+        `close_after` s (a peer that answers nothing, not even our pings, is gone)."""
+        for session in list(self.sessions.values()):
+            quiet = now - session.last_seen
+            if quiet >= close_after:
+                self.metrics.error("HEARTBEAT_TIMEOUT")
+                session.close_soon(1001, "heartbeat timeout")
+            elif quiet >= ping_after:
+                session.ping_soon()
+
     # ------------------------------------------------------------ delivery
     def deliver(self, records: list[tuple[int, bytes]]) -> None:
         """Bus callback: records in increasing eventId order."""

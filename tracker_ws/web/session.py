@@ -164,6 +164,15 @@ class Session:
             log.debug("writer of %s stopped: %s", self.conn_id, exc)
             self.close_soon(CLOSE_GOING_AWAY, "write failed")
 
+    def ping_soon(self) -> None:
+        """A protocol ping; the peer's pong (or anything else it sends) proves it alive."""
+        if not self._closing and not self.ws.closed:
+            asyncio.get_running_loop().create_task(self._ping())
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.ping()
+
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing:
             return
