@@ -41,8 +41,14 @@ fmt: $(STAMP)
 	$(BIN)/ruff format tracker_ws tests bench
 	$(BIN)/ruff check --fix tracker_ws tests bench
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Full benchmark run (~15 min on 2 cores); `make bench ARGS="--quick"` for a small one.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/e2e/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info
