@@ -97,7 +97,12 @@ def redis_url(redis_server: devstack.RedisServer | None) -> str:
 # Topics, a running worker, a producer
 
 
-TOPICS = {"gps-events": 12, "gps-events-dlq": 12, "vehicle-registry": 12}
+TOPICS = {
+    "gps-events": 12,
+    "gps-events-dlq": 12,
+    "vehicle-registry": 12,
+    "ws-subscription-changes": 12,
+}
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +141,91 @@ async def fleet(topics: str):  # type: ignore[no-untyped-def]
         yield FleetDriver(producer)
     finally:
         await producer.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Several instances: one consumer group, one Redis database of their own
+
+
+class Cluster:
+    """N worker processes of one consumer group; reusable by tests and benchmarks."""
+
+    def __init__(self, workers: list[devstack.Worker], redis_url: str, app_id: str) -> None:
+        self.workers = workers
+        self.redis_url = redis_url
+        self.app_id = app_id
+
+    def partitions(self) -> dict[str, list[int]]:
+        return {
+            w.instance_id: list(w.health().get("partitions", [])) for w in self.workers if w.alive()
+        }
+
+    def wait_balanced(self, timeout: float = 60.0) -> None:
+        """Every live worker healthy and the 12 gps-events partitions split among them."""
+
+        def balanced() -> bool:
+            live = [w for w in self.workers if w.alive()]
+            parts = [p for w in live for p in w.health().get("partitions", [])]
+            healthy = all(w.health().get("status") == "healthy" for w in live)
+            return (
+                healthy
+                and sorted(parts) == list(range(12))
+                and all(w.health().get("partitions") for w in live)
+            )
+
+        devstack.wait_for(balanced, timeout, interval=0.2, what="partitions balanced")
+
+    def owner_of(self, vehicle_id: str) -> devstack.Worker:
+        from tracker_ws.agents.positions import partition_of
+
+        p = partition_of(vehicle_id, 12)
+        for w in self.workers:
+            if w.alive() and p in w.health().get("partitions", []):
+                return w
+        raise AssertionError(f"no live worker owns partition {p}")
+
+
+def start_cluster(
+    n: int,
+    *,
+    broker_url: str,
+    redis_base_url: str,
+    log_dir: Path,
+    db: int,
+    env: dict[str, str] | None = None,
+) -> Cluster:
+    import uuid
+
+    app_id = f"tracker-ws-cluster-{uuid.uuid4().hex[:8]}"
+    redis_url = redis_base_url.rsplit("/", 1)[0] + f"/{db}"
+    workers = []
+    for i in range(n):
+        workers.append(
+            devstack.start_worker(
+                broker_url=broker_url,
+                redis_url=redis_url,
+                log_dir=log_dir,
+                instance_id=f"{app_id}-{i + 1}",
+                env={"TRACKER_WS_APP_ID": app_id, **(env or {})},
+            )
+        )
+    cluster = Cluster(workers, redis_url, app_id)
+    cluster.wait_balanced()
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def cluster3(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[Cluster]:
+    """Three instances behind one Redis database (db 1, apart from the session worker)."""
+    import redis as redis_sync
+
+    redis_db = redis_url.rsplit("/", 1)[0] + "/1"
+    redis_sync.Redis.from_url(redis_db).flushdb()
+    cluster = start_cluster(
+        3, broker_url=topics, redis_base_url=redis_url, log_dir=devstack_dir, db=1
+    )
+    try:
+        yield cluster
+    finally:
+        for w in cluster.workers:
+            w.stop()

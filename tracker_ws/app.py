@@ -16,14 +16,15 @@ from typing import Any
 import faust
 from aiohttp import web
 
-from tracker_ws.agents import positions
+from tracker_ws.agents import positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
+from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
 from tracker_ws.runtime import Runtime
-from tracker_ws.tables.definitions import declare
+from tracker_ws.tables.definitions import GPS_EVENTS, declare
 from tracker_ws.transport import Transport
-from tracker_ws.web import health
+from tracker_ws.web import admin, control, health
 from tracker_ws.web.session import ws_handler
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class TrackerApp(faust.App):
         r.add_get("/ws", ws_handler)
         r.add_get("/health", health.health)
         r.add_get("/metrics", health.metrics)
+        admin.add_routes(aio)
         if STATIC_DIR.is_dir():
             r.add_get("/demo", _demo_page)
             r.add_static("/static/", STATIC_DIR)
@@ -92,22 +94,46 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     app.rt = rt
     topics, tables = declare(app, settings.partitions)
     publisher = Publisher(rt.bus, rt.metrics)
-    route = positions.local_router(rt)
-    positions.install(app, rt, topics, tables, publisher, route)
+    positions.install(app, rt, topics, tables, publisher, positions.table_router(rt, tables))
+    subscriptions.install(app, rt, topics, tables)
+    announcer = subscriptions.InterestAnnouncer(rt, topics, settings.partitions)
+    rt.hub.listeners.append(announcer.on_interest)
     reader = RegistryReader(rt, settings.kafka_broker.removeprefix("kafka://"))
+    janitor = Janitor(rt, announcer)
+    rt.assigned_partitions = lambda: sorted(
+        tp.partition for tp in app.consumer.assignment() if tp.topic == GPS_EVENTS
+    )
+    rt.bus.on_command(control.make_handler(rt))
+
+    def reply(target: str, req: str, payload: dict[str, Any]) -> None:
+        asyncio.get_running_loop().create_task(rt.bus.reply(target, req, payload))
+
+    rt.hub.reply = reply
 
     @app.task
     async def start_services() -> None:
         await rt.bus.start(rt.hub.deliver)
+        # Declared before anything is sent to them: a topic the broker auto-creates on first
+        # send gets the broker's default partition count, which breaks co-partitioning.
+        for topic in (topics.subscription_changes, topics.registry, topics.gps_dlq):
+            await topic.maybe_declare()
         publisher.start()
-        await topics.registry.maybe_declare()
-        await topics.gps_dlq.maybe_declare()
+        announcer.start()
         registry_task = asyncio.get_running_loop().create_task(_supervise(reader.run, "registry"))
         app._tracker_tasks = [registry_task]  # type: ignore[attr-defined]
+        # A restarted instance (same id) first withdraws whatever interest it had before.
+        announcer.reset(settings.instance_id)
+        await announcer.drain()
+        await janitor.tick()
         await reader.caught_up.wait()
         rt.broker_ok = True
         rt.ready = True
         log.info("tracker-ws %s ready on :%d", settings.instance_id, settings.port)
+
+    @app.timer(interval=JANITOR_INTERVAL_S)
+    async def janitor_tick() -> None:
+        if rt.ready:
+            await janitor.tick()
 
     s = settings
     sweep_every = max(0.2, min(s.server_ping_interval_s, s.heartbeat_timeout_s) / 3)
@@ -125,6 +151,11 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         rt.draining = True
         with contextlib.suppress(Exception):
             await publisher.stop()
+        with contextlib.suppress(Exception):
+            announcer.reset(settings.instance_id)
+            await asyncio.wait_for(announcer.drain(), 5.0)
+        with contextlib.suppress(Exception):
+            await rt.bus.deregister_instance()
         await rt.bus.close()
 
     return app

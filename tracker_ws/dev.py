@@ -19,7 +19,12 @@ from tracker_ws import devstack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import Settings
 from tracker_ws.simulator import Fleet, sim_id
-from tracker_ws.tables.definitions import GPS_EVENTS, GPS_EVENTS_DLQ, VEHICLE_REGISTRY
+from tracker_ws.tables.definitions import (
+    GPS_EVENTS,
+    GPS_EVENTS_DLQ,
+    SUBSCRIPTION_CHANGES,
+    VEHICLE_REGISTRY,
+)
 
 DEV_DIR = Path(".dev")
 
@@ -56,6 +61,7 @@ def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
                     GPS_EVENTS: settings.partitions,
                     GPS_EVENTS_DLQ: settings.partitions,
                     VEHICLE_REGISTRY: settings.partitions,
+                    SUBSCRIPTION_CHANGES: settings.partitions,
                 },
                 configs={VEHICLE_REGISTRY: {"cleanup.policy": "compact"}},
             )

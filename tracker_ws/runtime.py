@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,10 @@ class Runtime:
     ready: bool = False  # worker joined the group and caught up with the registry
     draining: bool = False
     broker_ok: bool = False
+    # Instances whose liveness key expired: never routed to, pruned by the janitor.
+    dead_instances: set[str] = field(default_factory=set)
+    # gps-events partitions this worker owns now (set by the app; shown in /health).
+    assigned_partitions: Callable[[], list[int]] = lambda: []
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.bus import Outgoing
@@ -27,18 +28,39 @@ from tracker_ws.tables.definitions import GPS_EVENTS, Tables, Topics
 
 log = logging.getLogger(__name__)
 
-# Which instances want an event with these routing keys.
-Router = Callable[[Iterable[str]], list[str]]
+# Which instances want an event with these routing keys, seen from this partition.
+Router = Callable[[Iterable[str], int], list[str]]
 
 
-def local_router(rt: Runtime) -> Router:
-    """Single instance: only this instance, and only when someone here subscribed."""
-    me = [rt.settings.instance_id]
+def table_router(rt: Runtime, tables: Tables) -> Router:
+    """Routes by the `subscriptions` table (local dictionary reads, no network), plus this
+    instance's own index, which knows about a new local subscriber before the table does."""
+    subs = tables.subscriptions
+    me = rt.settings.instance_id
 
-    def route(keys: Iterable[str]) -> list[str]:
-        return me if rt.hub.wants(keys) else []
+    def route(keys: Iterable[str], partition: int) -> list[str]:
+        keys = list(keys)
+        targets: set[str] = set()
+        for key in keys:
+            entry = subs.get(f"{key}#p{partition}")
+            if entry:
+                targets.update(entry)
+        # This instance decides for itself from its own index: it knows about a new local
+        # subscriber before the table does, and ignores its own stale entries.
+        if rt.hub.wants(keys):
+            targets.add(me)
+        else:
+            targets.discard(me)
+        if rt.dead_instances:
+            targets -= rt.dead_instances
+        return sorted(targets)
 
     return route
+
+
+def partition_of(vehicle_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives this key (murmur2, as producers do)."""
+    return int(murmur2(vehicle_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def dead_letter(
@@ -65,6 +87,7 @@ def install(
     offline_s = rt.settings.offline_after_s
     # Vehicles announced offline by the timer, so it says so once per silence.
     offline_announced: set[str] = set()
+    partitions = rt.settings.partitions
 
     async def positions(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -97,7 +120,8 @@ def install(
             env = envelope.position_envelope(fix, vehicle, status)
             last_positions[vid] = {"env": env, "still": still}
             offline_announced.discard(vid)
-            targets = route(position_keys(vid, vehicle.company_id, vehicle.group_ids))
+            keys = position_keys(vid, vehicle.company_id, vehicle.group_ids)
+            targets = route(keys, msg.partition)
             publisher.add(Outgoing(targets, envelope.encode(env), vehicle_id=vid))
             metrics.stream(GPS_EVENTS, "ok")
             metrics.processing.labels("gps").observe(time.perf_counter() - started)
@@ -118,7 +142,8 @@ def install(
             vehicle = rt.registry.get(vid)
             if vehicle is None:
                 continue
-            targets = route(position_keys(vid, vehicle.company_id, vehicle.group_ids))
+            keys = position_keys(vid, vehicle.company_id, vehicle.group_ids)
+            targets = route(keys, partition_of(vid, partitions))
             # Status-only update: `p` unchanged, delivered in a positionBatch with the status.
             env["status_only"] = True
             publisher.add(Outgoing(targets, envelope.encode(env), vehicle_id=vid))

@@ -4,16 +4,31 @@
 global eventIds for a batch, sends each instance the records it needs on its own delivery
 channel, and mirrors last positions. Because the step is atomic and channels are FIFO, every
 instance receives events in strictly increasing eventId order.
+
+The bus also carries the cluster's bookkeeping: the connection registry (seed §4), instance
+liveness, and a small request/reply mechanism over per-instance control channels, so that an
+admin action on any instance reaches a connection on any other.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
 
 # Called with [(eventId, payload), …] in increasing eventId order.
 DeliveryHandler = Callable[[list[tuple[int, bytes]]], None]
+# (command, args) -> reply (None: nothing to say back)
+CommandHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +38,36 @@ class Outgoing:
     vehicle_id: str | None = None  # set: mirror as this vehicle's last position
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionEntry:
+    """One `ws:conn:user:{userId}` field: "{instanceId}:{connectedAt}:{lastSeen}" (epoch ms)."""
+
+    conn_id: str
+    user_id: str
+    instance_id: str
+    connected_at_ms: int
+    last_seen_ms: int
+
+    def value(self) -> str:
+        return f"{self.instance_id}:{self.connected_at_ms}:{self.last_seen_ms}"
+
+    @classmethod
+    def parse(cls, conn_id: str, user_id: str, value: str) -> ConnectionEntry:
+        # The instance id may itself contain ':'; the two timestamps never do.
+        instance, connected, seen = value.rsplit(":", 2)
+        return cls(conn_id, user_id, instance, int(connected), int(seen))
+
+
 class Bus(ABC):
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
+        self._command_handler: CommandHandler | None = None
+        self._pending: dict[str, tuple[set[str], dict[str, dict[str, Any]], asyncio.Event]] = {}
 
+    # ------------------------------------------------------------ events
     @abstractmethod
     async def start(self, on_deliver: DeliveryHandler) -> None:
-        """Connect and start receiving this instance's deliveries."""
+        """Connect and start receiving this instance's deliveries and control messages."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -50,3 +88,114 @@ class Bus(ABC):
     @abstractmethod
     def connected(self) -> bool:
         """Whether the delivery subscription is currently live."""
+
+    # ------------------------------------------------------------ connection registry
+    @abstractmethod
+    async def register_connection(self, entry: ConnectionEntry) -> None: ...
+
+    @abstractmethod
+    async def unregister_connection(self, conn_id: str, user_id: str) -> None: ...
+
+    @abstractmethod
+    async def touch_connections(self, entries: Sequence[ConnectionEntry]) -> None:
+        """Refresh lastSeen of many connections in one round trip."""
+
+    @abstractmethod
+    async def user_connections(self, user_id: str) -> list[ConnectionEntry]: ...
+
+    # ------------------------------------------------------------ instance liveness
+    @abstractmethod
+    async def heartbeat(self, ttl_s: float) -> None:
+        """Announce this instance alive for `ttl_s` seconds."""
+
+    @abstractmethod
+    async def instances(self) -> tuple[list[str], list[str]]:
+        """(live, dead) instance ids; dead ones still have registry entries to clean."""
+
+    @abstractmethod
+    async def cleanup_instance(self, instance_id: str) -> int:
+        """Remove a dead instance's registry entries; returns how many connections it had.
+        Returns -1 when another instance is already cleaning it up."""
+
+    @abstractmethod
+    async def deregister_instance(self) -> None:
+        """Graceful leave: this instance's registry entries and liveness go now."""
+
+    # ------------------------------------------------------------ control channel
+    def on_command(self, handler: CommandHandler) -> None:
+        self._command_handler = handler
+
+    @abstractmethod
+    async def _send_control(self, target: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def _send_reply(self, target: str, data: bytes) -> None: ...
+
+    def new_request(self, targets: Iterable[str]) -> str:
+        req = uuid.uuid4().hex
+        self._pending[req] = (set(targets), {}, asyncio.Event())
+        return req
+
+    async def gather_replies(self, req: str, timeout: float) -> dict[str, dict[str, Any]]:
+        """Replies to `req` by instance id, waiting until all targets answered or `timeout`."""
+        targets, replies, done = self._pending[req]
+        if not targets:
+            done.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+        self._pending.pop(req, None)
+        return replies
+
+    async def reply(self, target: str, req: str, payload: dict[str, Any]) -> None:
+        data = orjson.dumps({"req": req, "from": self.instance_id, "reply": payload})
+        await self._send_reply(target, data)
+
+    async def call(
+        self, targets: Iterable[str], command: str, args: dict[str, Any], timeout: float = 2.0
+    ) -> dict[str, dict[str, Any]]:
+        """Run `command` on each target instance; their replies by instance id (missing:
+        did not answer within `timeout`)."""
+        targets = list(targets)
+        req = self.new_request(targets)
+        data = orjson.dumps({"cmd": command, "args": args, "req": req, "from": self.instance_id})
+        for target in targets:
+            try:
+                await self._send_control(target, data)
+            except Exception as exc:
+                log.warning("control message to %s failed: %s", target, exc)
+        return await self.gather_replies(req, timeout)
+
+    def _on_control(self, data: bytes) -> None:
+        try:
+            msg = orjson.loads(data)
+            command, args, req, sender = msg["cmd"], msg["args"], msg["req"], msg["from"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignoring malformed control message %r", data[:200])
+            return
+        asyncio.get_running_loop().create_task(self._run_command(command, args, req, sender))
+
+    async def _run_command(self, command: str, args: dict[str, Any], req: str, sender: str) -> None:
+        handler = self._command_handler
+        result: dict[str, Any] | None = None
+        try:
+            if handler is not None:
+                result = await handler(command, args)
+        except Exception as exc:
+            log.exception("control command %s failed", command)
+            result = {"error": str(exc)}
+        with contextlib.suppress(Exception):
+            await self.reply(sender, req, result or {})
+
+    def _on_reply(self, data: bytes) -> None:
+        try:
+            msg = orjson.loads(data)
+            req, sender, payload = msg["req"], msg["from"], msg["reply"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        pending = self._pending.get(req)
+        if pending is None:
+            return  # late reply after the timeout
+        targets, replies, done = pending
+        replies[sender] = payload
+        if targets <= replies.keys():
+            done.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 
-from tracker_ws.bus.base import Bus, DeliveryHandler, Outgoing
+from tracker_ws.bus.base import Bus, ConnectionEntry, DeliveryHandler, Outgoing
 
 
 class MemoryBus(Bus):
@@ -14,6 +14,7 @@ class MemoryBus(Bus):
         self._next_id = 1
         self._last: dict[str, tuple[int, bytes]] = {}
         self._handler: DeliveryHandler | None = None
+        self._users: dict[str, dict[str, ConnectionEntry]] = {}
 
     async def start(self, on_deliver: DeliveryHandler) -> None:
         self._handler = on_deliver
@@ -44,3 +45,42 @@ class MemoryBus(Bus):
     @property
     def connected(self) -> bool:
         return self._handler is not None
+
+    # One instance: the registry is a dict and this instance is the only one alive.
+    async def register_connection(self, entry: ConnectionEntry) -> None:
+        self._users.setdefault(entry.user_id, {})[entry.conn_id] = entry
+
+    async def unregister_connection(self, conn_id: str, user_id: str) -> None:
+        conns = self._users.get(user_id)
+        if conns is not None:
+            conns.pop(conn_id, None)
+            if not conns:
+                del self._users[user_id]
+
+    async def touch_connections(self, entries: Sequence[ConnectionEntry]) -> None:
+        for entry in entries:
+            if entry.conn_id in self._users.get(entry.user_id, {}):
+                self._users[entry.user_id][entry.conn_id] = entry
+
+    async def user_connections(self, user_id: str) -> list[ConnectionEntry]:
+        return list(self._users.get(user_id, {}).values())
+
+    async def heartbeat(self, ttl_s: float) -> None:
+        return None
+
+    async def instances(self) -> tuple[list[str], list[str]]:
+        return [self.instance_id], []
+
+    async def cleanup_instance(self, instance_id: str) -> int:
+        return 0
+
+    async def deregister_instance(self) -> None:
+        self._users.clear()
+
+    async def _send_control(self, target: str, data: bytes) -> None:
+        if target == self.instance_id:
+            asyncio.get_running_loop().call_soon(self._on_control, data)
+
+    async def _send_reply(self, target: str, data: bytes) -> None:
+        if target == self.instance_id:
+            asyncio.get_running_loop().call_soon(self._on_reply, data)

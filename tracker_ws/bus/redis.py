@@ -14,12 +14,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tracker_ws.bus.base import Bus, DeliveryHandler, Outgoing
+from tracker_ws.bus.base import Bus, ConnectionEntry, DeliveryHandler, Outgoing
 
 log = logging.getLogger(__name__)
 
 EVENT_ID_KEY = "ws:event_id"
 LAST_POSITIONS_KEY = "ws:last_positions"
+INSTANCES_KEY = "ws:instances"
 _RECONNECT_MAX_S = 2.0
 
 
@@ -45,9 +46,13 @@ class RedisBus(Bus):
             url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
         )
         self._publish = self.client.register_script(load_lua("publish.lua"))
+        self._cleanup = self.client.register_script(load_lua("cleanup.lua"))
         self._listener: asyncio.Task[None] | None = None
         self._connected = False
         self.channel = f"ws:deliver:{instance_id}"
+        # One pub/sub connection for all three: Redis keeps their messages in PUBLISH order.
+        self.control_channel = f"ws:control:{instance_id}"
+        self.reply_channel = f"ws:reply:{instance_id}"
 
     async def start(self, on_deliver: DeliveryHandler) -> None:
         ready = asyncio.Event()
@@ -61,14 +66,23 @@ class RedisBus(Bus):
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, self.control_channel, self.reply_channel)
                 self._connected = True
                 ready.set()
                 backoff = 0.05
+                deliver = self.channel.encode()
+                control = self.control_channel.encode()
                 while True:
                     msg = await pubsub.get_message(timeout=5.0)
-                    if msg is not None and msg["type"] == "message":
+                    if msg is None or msg["type"] != "message":
+                        continue
+                    channel = msg["channel"]
+                    if channel == deliver:
                         on_deliver(parse_delivery(msg["data"]))
+                    elif channel == control:
+                        self._on_control(msg["data"])
+                    else:
+                        self._on_reply(msg["data"])
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 if self._connected:
                     log.warning("Redis delivery subscription lost: %s; reconnecting", exc)
@@ -122,3 +136,82 @@ class RedisBus(Bus):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    # ------------------------------------------------------------ connection registry
+    def _instance_keys(self, instance_id: str) -> list[str]:
+        return [
+            f"ws:instance:{instance_id}:connections",
+            f"ws:instance:{instance_id}:conn_users",
+            INSTANCES_KEY,
+            f"ws:instance:{instance_id}:alive",
+        ]
+
+    async def register_connection(self, entry: ConnectionEntry) -> None:
+        conns, users, _, _ = self._instance_keys(self.instance_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(f"ws:conn:user:{entry.user_id}", entry.conn_id, entry.value())
+            pipe.sadd(conns, entry.conn_id)
+            pipe.hset(users, entry.conn_id, entry.user_id)
+            await pipe.execute()
+
+    async def unregister_connection(self, conn_id: str, user_id: str) -> None:
+        conns, users, _, _ = self._instance_keys(self.instance_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hdel(f"ws:conn:user:{user_id}", conn_id)
+            pipe.srem(conns, conn_id)
+            pipe.hdel(users, conn_id)
+            await pipe.execute()
+
+    async def touch_connections(self, entries: Sequence[ConnectionEntry]) -> None:
+        if not entries:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.hset(f"ws:conn:user:{entry.user_id}", entry.conn_id, entry.value())
+            await pipe.execute()
+
+    async def user_connections(self, user_id: str) -> list[ConnectionEntry]:
+        raw = cast(dict[bytes, bytes], await self.client.hgetall(f"ws:conn:user:{user_id}"))
+        out = []
+        for conn_id, value in raw.items():
+            with contextlib.suppress(ValueError):
+                out.append(ConnectionEntry.parse(conn_id.decode(), user_id, value.decode()))
+        return out
+
+    # ------------------------------------------------------------ liveness
+    async def heartbeat(self, ttl_s: float) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(f"ws:instance:{self.instance_id}:alive", "1", px=int(ttl_s * 1000))
+            pipe.sadd(INSTANCES_KEY, self.instance_id)
+            await pipe.execute()
+
+    async def instances(self) -> tuple[list[str], list[str]]:
+        raw = cast(set[bytes], await self.client.smembers(INSTANCES_KEY))
+        members = sorted(m.decode() for m in raw)
+        if not members:
+            return [], []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for m in members:
+                pipe.exists(f"ws:instance:{m}:alive")
+            alive = await pipe.execute()
+        live = [m for m, a in zip(members, alive, strict=True) if a]
+        dead = [m for m, a in zip(members, alive, strict=True) if not a]
+        return live, dead
+
+    async def cleanup_instance(self, instance_id: str) -> int:
+        # One survivor does the work; the lock expires if it dies halfway.
+        if not await self.client.set(f"ws:janitor:{instance_id}", self.instance_id, nx=True, ex=30):
+            return -1
+        keys = self._instance_keys(instance_id)
+        return int(await self._cleanup(keys=keys, args=[instance_id]))
+
+    async def deregister_instance(self) -> None:
+        keys = self._instance_keys(self.instance_id)
+        await self._cleanup(keys=keys, args=[self.instance_id])
+
+    # ------------------------------------------------------------ control channel
+    async def _send_control(self, target: str, data: bytes) -> None:
+        await self.client.publish(f"ws:control:{target}", data)
+
+    async def _send_reply(self, target: str, data: bytes) -> None:
+        await self.client.publish(f"ws:reply:{target}", data)

@@ -15,6 +15,22 @@ from tracker_ws.domain.models import GpsFix, Vehicle, VehicleStatus
 from tracker_ws.domain.protocol import position_dict
 
 POSITION = "pos"
+ALERT = "alert"
+
+
+def alert_envelope(
+    level: str, message: str, companies: list[str] | None, req: str | None, sender: str | None
+) -> dict[str, Any]:
+    """A system alert for everyone (companies None) or the listed companies. `req`/`from`
+    let each instance report back how many connections it delivered to."""
+    return {
+        "t": ALERT,
+        "level": level,
+        "message": message,
+        "companies": companies,
+        "req": req,
+        "from": sender,
+    }
 
 
 def position_envelope(fix: GpsFix, vehicle: Vehicle, status: VehicleStatus) -> dict[str, Any]:

@@ -18,12 +18,15 @@ class Topics:
     gps: Any
     gps_dlq: Any
     registry: Any
+    subscription_changes: Any
 
 
 @dataclass
 class Tables:
     # vehicleId -> {"env": position envelope, "still": still-since ms or None}
     last_positions: Any
+    # "{routing key}#p{partition}" -> {instanceId: 1}
+    subscriptions: Any
 
 
 def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
@@ -46,10 +49,23 @@ def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
             partitions=partitions,
             compacting=True,
         ),
+        subscription_changes=app.topic(
+            SUBSCRIPTION_CHANGES,
+            value_serializer="raw",
+            key_serializer="raw",
+            partitions=partitions,
+        ),
     )
     tables = Tables(
         last_positions=app.Table(
             "last_positions",
+            default=None,
+            partitions=partitions,
+            key_type=str,
+            value_type=dict,
+        ),
+        subscriptions=app.Table(
+            "subscriptions",
             default=None,
             partitions=partitions,
             key_type=str,

@@ -37,6 +37,7 @@ async def health(request: web.Request) -> web.Response:
         "broker": "ok" if broker_ok else "unreachable",
         "registryVehicles": len(rt.registry),
         "lastEventId": rt.hub.last_event_id,
+        "partitions": rt.assigned_partitions(),
     }
     return web.json_response(body, status=200 if status == "healthy" else 503)
 

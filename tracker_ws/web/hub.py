@@ -16,7 +16,11 @@ import orjson
 from tracker_ws.domain import envelope
 from tracker_ws.domain.index import SubscriptionIndex
 from tracker_ws.domain.models import Sensors
-from tracker_ws.domain.protocol import encode_batch_fragment, encode_position
+from tracker_ws.domain.protocol import (
+    encode_batch_fragment,
+    encode_position,
+    encode_system_alert,
+)
 from tracker_ws.domain.subscriptions import position_keys
 from tracker_ws.metrics import Metrics
 
@@ -62,6 +66,8 @@ class Hub:
         self.outbound = RateMeter()
         self.last_event_id = 0
         self.skipped_deliveries = 0
+        # (instance, request id, reply): answers requests riding on events (broadcast counts).
+        self.reply: Callable[[str, str, dict[str, object]], None] | None = None
 
     # ------------------------------------------------------------ connections
     def register(self, session: Session) -> None:
@@ -115,13 +121,30 @@ class Hub:
             self.last_event_id = event_id
             try:
                 env = envelope.decode(payload)
-                if env.get("t") == envelope.POSITION:
+                kind = env.get("t")
+                if kind == envelope.POSITION:
                     self._deliver_position(event_id, env, now_ms)
+                elif kind == envelope.ALERT:
+                    self._deliver_alert(event_id, env)
             except (ValueError, KeyError, TypeError) as exc:
                 # A record this version cannot read: skip it, keep the rest flowing.
                 self.skipped_deliveries += 1
                 self.metrics.error("BAD_DELIVERY")
                 log.warning("skipping undecodable delivery %s: %s", event_id, exc)
+
+    def _deliver_alert(self, event_id: int, env: dict[str, object]) -> None:
+        companies = env.get("companies")
+        scope = frozenset(cast(list[str], companies)) if companies else None
+        frame = encode_system_alert(event_id, str(env["level"]), str(env["message"]))
+        delivered = 0
+        for session in list(self.sessions.values()):
+            if scope is None or session.user.company_id in scope:
+                session.push_event(event_id, frame)
+                delivered += 1
+        self.outbound.add(delivered)
+        req, sender = env.get("req"), env.get("from")
+        if self.reply is not None and isinstance(req, str) and isinstance(sender, str):
+            self.reply(sender, req, {"delivered": delivered})
 
     def _deliver_position(self, event_id: int, env: dict[str, object], now_ms: float) -> None:
         vid = str(env["v"])

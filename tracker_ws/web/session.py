@@ -18,6 +18,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from tracker_ws.auth import extract_token
+from tracker_ws.bus.base import ConnectionEntry
 from tracker_ws.domain import envelope
 from tracker_ws.domain.batching import Outbox
 from tracker_ws.domain.errors import (
@@ -137,7 +138,15 @@ class Session:
         self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes
     ) -> None:
         self.outbox.push_position(vehicle_id, event_id, single, fragment)
+        if event_id > self.last_event_id:
+            self.last_event_id = event_id
         self._wake.set()
+
+    def push_event(self, event_id: int, frame: bytes) -> None:
+        """A replayable event (alert, geo event, notification): in order, never coalesced."""
+        if event_id > self.last_event_id:
+            self.last_event_id = event_id
+        self.push(frame)
 
     def error(self, err: TrackerError, **extra: object) -> None:
         self.rt.metrics.error(err.code)
@@ -188,6 +197,15 @@ class Session:
         rt = self.rt
         loop = asyncio.get_running_loop()
         rt.hub.register(self)
+        entry = ConnectionEntry(
+            self.conn_id,
+            self.user.user_id,
+            rt.settings.instance_id,
+            int(self.connected_at * 1000),
+            int(self.connected_at * 1000),
+        )
+        with contextlib.suppress(Exception):  # Redis away: the connection still works
+            await rt.bus.register_connection(entry)
         if self.user.expires_at:
             delay = max(0.0, self.user.expires_at - time.time())
             self._expiry = loop.call_later(
@@ -214,6 +232,8 @@ class Session:
             if self._expiry is not None:
                 self._expiry.cancel()
             rt.hub.unregister(self)
+            with contextlib.suppress(Exception):
+                await rt.bus.unregister_connection(self.conn_id, self.user.user_id)
             if self._writer is not None:
                 self._writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -362,9 +382,10 @@ def _unauthorized(err: TrackerError) -> web.Response:
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     rt: Runtime = request.app["tracker_runtime"]
     metrics = rt.metrics
-    if rt.draining:
+    if rt.draining or not rt.ready:
+        state = "shutting down" if rt.draining else "starting"
         return web.json_response(
-            {"code": "DRAINING", "message": "instance is shutting down"}, status=503
+            {"code": "UNAVAILABLE", "message": f"instance is {state}"}, status=503
         )
     token, subprotocol = extract_token(request.query, request.headers)
     try:

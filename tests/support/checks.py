@@ -1,0 +1,89 @@
+"""Small helpers for integration tests built on WsClient: find positions, exact negative checks.
+
+WsClient.wait_for only looks at messages after its cursor; these helpers first look at
+everything already received, so the order in which a test waits for things does not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.support.client import Msg, WsClient
+from tests.support.fleet import Company, FleetDriver, wait_registry
+from tracker_ws.devstack import Worker
+
+Position = dict[str, Any]
+
+
+def live_positions(msg: Msg) -> list[tuple[int, str, Position]]:
+    """(eventId, vehicleId, position) carried by one live message (getState batches excluded)."""
+    if msg.get("type") == "position":
+        return [(msg["eventId"], msg["vehicleId"], msg["position"])]
+    if msg.get("type") == "positionBatch" and msg.get("eventId"):
+        return [(msg["eventId"], p["vehicleId"], p["position"]) for p in msg["positions"]]
+    return []
+
+
+def max_event_id(client: WsClient) -> int:
+    return max((m.get("eventId", 0) for m in client.received), default=0)
+
+
+async def reach_event_id(client: WsClient, event_id: int, timeout: float = 10.0) -> None:
+    """The client has seen a message with eventId ≥ `event_id` (events arrive in eventId
+    order, so everything it was owed up to there has arrived too)."""
+    if max_event_id(client) >= event_id:
+        return
+    await client.wait_event_id_at_least(event_id, timeout)
+
+
+def _find(
+    client: WsClient, vehicle_id: str, pred: Callable[[Position], bool]
+) -> tuple[int, Position] | None:
+    for m in client.received:
+        for eid, vid, pos in live_positions(m):
+            if vid == vehicle_id and pred(pos):
+                return eid, pos
+    return None
+
+
+async def wait_position(
+    client: WsClient,
+    vehicle_id: str,
+    pred: Callable[[Position], bool] = lambda p: True,
+    timeout: float = 10.0,
+) -> tuple[int, Position]:
+    """(eventId of the frame, position) of the first live position of `vehicle_id` matching
+    `pred`, already received or the next to arrive. For a batch the eventId is the batch's
+    (the largest of its entries), an upper bound of the position's own eventId."""
+    found = _find(client, vehicle_id, pred)
+    if found is not None:
+        return found
+    await client.wait_for(
+        lambda m: any(v == vehicle_id and pred(p) for _, v, p in live_positions(m)),
+        timeout,
+        f"a position of {vehicle_id}",
+    )
+    found = _find(client, vehicle_id, pred)
+    assert found is not None
+    return found
+
+
+def at_lat(lat: float) -> Callable[[Position], bool]:
+    return lambda p: p.get("lat") == lat
+
+
+async def registered_company(
+    fleet: FleetDriver, worker: Worker, n_vehicles: int, *, groups: int = 0
+) -> Company:
+    """A fresh company whose vehicles the worker's registry already knows."""
+    before = worker.health()["registryVehicles"]
+    company = await fleet.company(n_vehicles, groups=groups)
+    await asyncio.to_thread(wait_registry, worker, before + n_vehicles)
+    return company
+
+
+def ts_now_ms() -> int:
+    return int(time.time() * 1000)

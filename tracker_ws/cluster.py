@@ -1,0 +1,76 @@
+"""Instance liveness and clean-up after dead instances (ARCHITECTURE §2, seed §4).
+
+Each instance keeps a liveness key with a TTL. Every tick, each instance looks for
+instances whose key expired; one of the survivors (a Redis lock decides) removes the dead
+one's connection registry entries and withdraws its interest from the subscriptions table.
+Until then the dead instance is simply skipped when routing (a PUBLISH to nobody).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from tracker_ws.bus.base import ConnectionEntry
+
+if TYPE_CHECKING:
+    from tracker_ws.agents.subscriptions import InterestAnnouncer
+    from tracker_ws.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+JANITOR_INTERVAL_S = 3.0
+LIVENESS_TTL_S = 10.0
+LAST_SEEN_EVERY_S = 30.0  # seed §4: lastSeen written at most every 30 s per connection
+
+
+class Janitor:
+    def __init__(self, rt: Runtime, announcer: InterestAnnouncer) -> None:
+        self.rt = rt
+        self.announcer = announcer
+        self._last_touch = time.monotonic()
+        self.cleaned: list[str] = []
+
+    async def tick(self) -> None:
+        rt = self.rt
+        try:
+            await rt.bus.heartbeat(LIVENESS_TTL_S)
+            _, dead = await rt.bus.instances()
+        except Exception as exc:
+            log.warning("liveness check failed: %s", exc)
+            return
+        rt.dead_instances = set(dead) - {rt.settings.instance_id}
+        for instance in dead:
+            if instance == rt.settings.instance_id:
+                continue
+            n = await rt.bus.cleanup_instance(instance)
+            if n >= 0:
+                log.warning(
+                    "instance %s is gone: removed %d connections, pruning its interest", instance, n
+                )
+                self.announcer.reset(instance)
+                self.cleaned.append(instance)
+        now = time.monotonic()
+        if now - self._last_touch >= LAST_SEEN_EVERY_S:
+            self._last_touch = now
+            await self.touch_last_seen()
+
+    async def touch_last_seen(self) -> None:
+        rt = self.rt
+        wall_now = time.time()
+        mono_now = time.monotonic()
+        entries = [
+            ConnectionEntry(
+                s.conn_id,
+                s.user.user_id,
+                rt.settings.instance_id,
+                int(s.connected_at * 1000),
+                int((wall_now - (mono_now - s.last_seen)) * 1000),
+            )
+            for s in rt.hub.sessions.values()
+        ]
+        try:
+            await rt.bus.touch_connections(entries)
+        except Exception as exc:
+            log.warning("lastSeen update failed: %s", exc)
