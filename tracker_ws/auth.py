@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from tracker_ws.domain.errors import AuthError, ConfigError, TokenExpired
 from tracker_ws.domain.models import UserContext
+from tracker_ws.domain.validate import is_uuid
 
 if TYPE_CHECKING:
     from tracker_ws.config import Settings
@@ -53,9 +54,6 @@ MAX_TOKEN_CHARS = 8192
 # JWS compact form (PyJWT tolerates '=' padding). A C-speed pre-check that turns away junk.
 _JWS_RE = re.compile(r"[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*")
 
-_UUID_RE = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 
 _PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 _VerifyKey = str | _PublicKey
@@ -350,7 +348,7 @@ def _is_number(value: object) -> bool:
 def _uuid(value: object, claim: str) -> str:
     if value is None:
         raise AuthError(f"token has no {claim} claim")
-    if not isinstance(value, str) or not _UUID_RE.fullmatch(value):
+    if not isinstance(value, str) or not is_uuid(value):
         raise AuthError(f"{claim} claim must be a UUID")
     return value.lower()
 
@@ -362,7 +360,7 @@ def _uuid_set(value: object, claim: str) -> frozenset[str] | None:
         raise AuthError(f"{claim} claim must be a list of UUIDs")
     out = set()
     for item in value:
-        if not isinstance(item, str) or not _UUID_RE.fullmatch(item):
+        if not isinstance(item, str) or not is_uuid(item):
             raise AuthError(f"{claim} claim must be a list of UUIDs, got {_short(item)}")
         out.add(item.lower())
     return frozenset(out)

@@ -261,12 +261,6 @@ def test_authorize_geozone_passes_through(registry: VehicleRegistry) -> None:
     assert perms().authorize_vehicles(flt, registry) == Decision(flt, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: registry.py VehicleRegistry keeps group_company as the company of the last "
-    "vehicle added to a group until the group empties; a foreign vehicle that passed through "
-    "the group makes its owners' byGroup subscriptions SUBSCRIPTION_DENIED",
-)
 def test_own_group_allowed_after_foreign_vehicle_left_it(registry: VehicleRegistry) -> None:
     registry.upsert(Vehicle(B2, CO_B, "b2", frozenset({G1})))  # bad record…
     registry.upsert(Vehicle(B2, CO_B, "b2"))  # …corrected

@@ -159,11 +159,6 @@ def test_lookups_of_unknown_ids_do_not_create_entries() -> None:
     check_indexes(reg, {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: registry.py upsert()/_unindex() leave group_company stale: it is the company "
-    "of the last vehicle *added* to the group and is only cleared when the group empties",
-)
 def test_group_company_follows_remaining_members() -> None:
     reg = VehicleRegistry()
     reg.upsert(veh(V1, CO_A, G1))
@@ -175,11 +170,6 @@ def test_group_company_follows_remaining_members() -> None:
     assert reg.group_company(G1) == CO_A  # actual: CO_B
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: registry.py _unindex() does not recompute group_company when the vehicle "
-    "that set it is deleted while other members remain",
-)
 def test_group_company_after_delete_of_foreign_member() -> None:
     reg = VehicleRegistry()
     reg.upsert(veh(V1, CO_A, G1))
@@ -269,11 +259,6 @@ def test_parse_vehicle_malformed(value: Any, field: str) -> None:
     assert info.value.code == "INVALID_EVENT"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: registry.py parse_vehicle `value.get('groupIds') or []` accepts any falsy "
-    "non-list (false, 0, '', {}) as 'no groups' instead of raising InvalidEvent",
-)
 @pytest.mark.parametrize("groups", [False, 0, "", {}], ids=["false", "zero", "empty-str", "obj"])
 def test_parse_vehicle_falsy_non_list_group_ids_rejected(groups: Any) -> None:
     with pytest.raises(InvalidEvent, match="groupIds"):

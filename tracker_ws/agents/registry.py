@@ -19,6 +19,7 @@ from tracker_ws.domain.errors import InvalidEvent
 from tracker_ws.domain.events import load_json
 from tracker_ws.domain.models import Vehicle
 from tracker_ws.domain.registry import parse_vehicle
+from tracker_ws.domain.validate import uuid_str
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import VEHICLE_REGISTRY
 
@@ -39,7 +40,7 @@ class RegistryReader:
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         metrics = self.rt.metrics
         try:
-            vid_key = key.decode() if key else None
+            vid_key = uuid_str(key.decode(), "key", InvalidEvent) if key else None
             record = parse_vehicle(vid_key, load_json(value))
         except (InvalidEvent, UnicodeDecodeError) as exc:
             metrics.stream(VEHICLE_REGISTRY, "invalid")

@@ -9,7 +9,6 @@ once per instance and reused for every recipient (ARCHITECTURE §4).
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from tracker_ws.domain.models import (
     SubscriptionType,
     Unsubscribe,
 )
+from tracker_ws.domain.validate import is_uuid
 
 __all__ = [
     "ALLOWED_FILTERS",
@@ -95,13 +95,7 @@ _FILTER_FIELDS: dict[FilterKind, frozenset[str]] = {
     _F.BY_GEOZONE: frozenset({"type", "geozoneId"}),
 }
 
-# Only the canonical 8-4-4-4-12 form (any case). `uuid.UUID()` would also accept braces,
-# `urn:uuid:` prefixes, misplaced hyphens, underscores and surrounding whitespace, none of which
-# a client has a reason to send; a regex is also several times faster for 1000-id filters.
-_UUID_RE = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
-)
-_uuid_match = _UUID_RE.fullmatch
+_uuid_match = is_uuid
 
 
 # ------------------------------------------------------------------------------ parsing helpers

@@ -22,11 +22,15 @@ def parse_vehicle(key: str | None, value: Any) -> Vehicle | None:
     if not isinstance(value, dict):
         raise InvalidEvent("vehicle-registry value must be a JSON object")
     vehicle_id = uuid_str(value.get("vehicleId", key), "vehicleId", InvalidEvent)
+    if key is not None and uuid_str(key, "key", InvalidEvent) != vehicle_id:
+        raise InvalidEvent(f"message key {key!r:.60} does not match vehicleId {vehicle_id}")
     company_id = uuid_str(value.get("companyId"), "companyId", InvalidEvent)
     name = value.get("name", "")
     if not isinstance(name, str) or len(name) > 200:
         raise InvalidEvent("name must be a string of at most 200 characters")
-    groups_raw = value.get("groupIds") or []
+    groups_raw = value.get("groupIds")
+    if groups_raw is None:
+        groups_raw = []
     if not isinstance(groups_raw, list):
         raise InvalidEvent("groupIds must be a list of UUIDs")
     groups = frozenset(uuid_str(g, "groupIds", InvalidEvent) for g in groups_raw)
@@ -36,14 +40,16 @@ def parse_vehicle(key: str | None, value: Any) -> Vehicle | None:
 class VehicleRegistry:
     """Vehicles with reverse indexes by company and by group."""
 
-    __slots__ = ("_by_company", "_by_group", "_group_company", "_vehicles")
+    __slots__ = ("_by_company", "_by_group", "_group_companies", "_vehicles")
 
     def __init__(self) -> None:
         self._vehicles: dict[str, Vehicle] = {}
         self._by_company: dict[str, set[str]] = defaultdict(set)
         self._by_group: dict[str, set[str]] = defaultdict(set)
-        # A group belongs to the company of the vehicles in it.
-        self._group_company: dict[str, str] = {}
+        # A group belongs to the company of the vehicles in it: members counted per company,
+        # so one stray record (a vehicle of another company put in the group and moved out
+        # again) cannot leave the group owned by the wrong company.
+        self._group_companies: dict[str, dict[str, int]] = defaultdict(dict)
 
     def __len__(self) -> int:
         return len(self._vehicles)
@@ -60,7 +66,8 @@ class VehicleRegistry:
         self._by_company[vehicle.company_id].add(vehicle.vehicle_id)
         for g in vehicle.group_ids:
             self._by_group[g].add(vehicle.vehicle_id)
-            self._group_company[g] = vehicle.company_id
+            owners = self._group_companies[g]
+            owners[vehicle.company_id] = owners.get(vehicle.company_id, 0) + 1
         return previous
 
     def delete(self, vehicle_id: str) -> Vehicle | None:
@@ -81,7 +88,15 @@ class VehicleRegistry:
                 members.discard(vehicle.vehicle_id)
                 if not members:
                     del self._by_group[g]
-                    self._group_company.pop(g, None)
+            owners = self._group_companies.get(g)
+            if owners is not None:
+                left = owners.get(vehicle.company_id, 0) - 1
+                if left > 0:
+                    owners[vehicle.company_id] = left
+                else:
+                    owners.pop(vehicle.company_id, None)
+                if not owners:
+                    del self._group_companies[g]
 
     def company_vehicles(self, company_id: str) -> frozenset[str]:
         return frozenset(self._by_company.get(company_id, ()))
@@ -90,4 +105,8 @@ class VehicleRegistry:
         return frozenset(self._by_group.get(group_id, ()))
 
     def group_company(self, group_id: str) -> str | None:
-        return self._group_company.get(group_id)
+        """The company owning the group; None when unknown or (wrongly) shared."""
+        owners = self._group_companies.get(group_id)
+        if not owners or len(owners) != 1:
+            return None
+        return next(iter(owners))

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import math
-import uuid
+import re
 
 from tracker_ws.domain.errors import TrackerError
+
+# Only the canonical 8-4-4-4-12 form (any case). `uuid.UUID()` would also accept braces,
+# `urn:uuid:` prefixes, misplaced hyphens and surrounding whitespace, none of which a client
+# or producer has a reason to send; a regex is also several times faster.
+UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
+)
+is_uuid = UUID_RE.fullmatch
 
 
 def uuid_str(value: object, field: str, error: type[TrackerError]) -> str:
     """Canonical lower-case UUID string, or `error` naming the field."""
-    if not isinstance(value, str) or len(value) != 36:
-        raise error(f"{field} must be a UUID string, got {value!r:.60}")
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise error(f"{field} must be a UUID string, got {value!r:.60}") from None
+    if type(value) is str and is_uuid(value):
+        return value.lower()
+    raise error(f"{field} must be a UUID string, got {value!r:.60}")
 
 
 def number(value: object, field: str, error: type[TrackerError], lo: float, hi: float) -> float:
