@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     rt.assigned_partitions = lambda: sorted(
         tp.partition for tp in app.consumer.assignment() if tp.topic == GPS_EVENTS
     )
+    rt.interest_snapshot = lambda: {k: sorted(v) for k, v in tables.subscriptions.items() if v}
     rt.bus.on_command(control.make_handler(rt))
 
     def reply(target: str, req: str, payload: dict[str, Any]) -> None:

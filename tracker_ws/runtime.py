@@ -33,6 +33,8 @@ class Runtime:
     dead_instances: set[str] = field(default_factory=set)
     # gps-events partitions this worker owns now (set by the app; shown in /health).
     assigned_partitions: Callable[[], list[int]] = lambda: []
+    # This worker's part of the subscriptions table: "{key}#p{n}" -> instance ids.
+    interest_snapshot: Callable[[], dict[str, list[str]]] = lambda: {}
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

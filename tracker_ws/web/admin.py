@@ -183,9 +183,23 @@ async def broadcast(request: web.Request) -> web.Response:
     )
 
 
+@admin_route
+async def interest(request: web.Request) -> web.Response:
+    """This worker's share of the cluster-wide subscriptions table (for operators and tests)."""
+    rt = _rt(request)
+    return web.json_response(
+        {
+            "instanceId": rt.settings.instance_id,
+            "partitions": rt.assigned_partitions(),
+            "interest": rt.interest_snapshot(),
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/ws/stats", stats)
     r.add_get("/api/v1/ws/users/{user_id}/connections", user_connections)
     r.add_delete("/api/v1/ws/connections/{conn_id}", kick)
     r.add_post("/api/v1/ws/broadcast", broadcast)
+    r.add_get("/api/v1/ws/interest", interest)
