@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tracker_ws import devstack
+from tracker_ws.tables.definitions import topic_plan
 
 _TESTS_DIR = Path(__file__).resolve().parent
 _MARK_BY_DIR = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
@@ -97,23 +99,14 @@ def redis_url(redis_server: devstack.RedisServer | None) -> str:
 # Topics, a running worker, a producer
 
 
-TOPICS = {
-    "gps-events": 12,
-    "gps-events-dlq": 12,
-    "vehicle-registry": 12,
-    "ws-subscription-changes": 12,
-}
+TOPICS, TOPIC_CONFIGS = topic_plan(12)
 
 
 @pytest.fixture(scope="session")
 def topics(broker_url: str) -> str:
     import asyncio
 
-    asyncio.run(
-        devstack.create_topics(
-            broker_url, TOPICS, configs={"vehicle-registry": {"cleanup.policy": "compact"}}
-        )
-    )
+    asyncio.run(devstack.create_topics(broker_url, TOPICS, configs=TOPIC_CONFIGS))
     return broker_url
 
 
@@ -184,6 +177,25 @@ class Cluster:
                 return w
         raise AssertionError(f"no live worker owns partition {p}")
 
+    def live(self) -> list[devstack.Worker]:
+        return [w for w in self.workers if w.alive()]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM every worker at once (one rebalance, not one per worker) and wait."""
+        _each_in_thread([lambda w=w: w.stop(timeout) for w in self.workers])
+
+
+def _each_in_thread(calls: list[Any]) -> list[Any]:
+    """Run blocking calls side by side; re-raises the first failure after all finished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]  # type: ignore[misc]
+    return [f.result() for f in futures]
+
 
 def start_cluster(
     n: int,
@@ -193,24 +205,40 @@ def start_cluster(
     log_dir: Path,
     db: int,
     env: dict[str, str] | None = None,
+    parallel: bool = False,
 ) -> Cluster:
+    """N workers of a fresh consumer group on Redis database `db` of `redis_base_url`; waits
+    until the partitions are balanced. `parallel` starts them side by side (one join round
+    instead of N). On failure every worker it started is stopped."""
     import uuid
 
     app_id = f"tracker-ws-cluster-{uuid.uuid4().hex[:8]}"
     redis_url = redis_base_url.rsplit("/", 1)[0] + f"/{db}"
-    workers = []
-    for i in range(n):
-        workers.append(
-            devstack.start_worker(
-                broker_url=broker_url,
-                redis_url=redis_url,
-                log_dir=log_dir,
-                instance_id=f"{app_id}-{i + 1}",
-                env={"TRACKER_WS_APP_ID": app_id, **(env or {})},
-            )
+    workers: list[devstack.Worker] = []
+
+    def start(i: int) -> devstack.Worker:
+        w = devstack.start_worker(
+            broker_url=broker_url,
+            redis_url=redis_url,
+            log_dir=log_dir,
+            instance_id=f"{app_id}-{i + 1}",
+            env={"TRACKER_WS_APP_ID": app_id, **(env or {})},
         )
+        workers.append(w)
+        return w
+
     cluster = Cluster(workers, redis_url, app_id)
-    cluster.wait_balanced()
+    try:
+        if parallel:
+            _each_in_thread([lambda i=i: start(i) for i in range(n)])
+            workers.sort(key=lambda w: w.instance_id)
+        else:
+            for i in range(n):
+                start(i)
+        cluster.wait_balanced()
+    except BaseException:
+        cluster.stop()
+        raise
     return cluster
 
 

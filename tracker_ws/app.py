@@ -16,13 +16,14 @@ from typing import Any
 import faust
 from aiohttp import web
 
-from tracker_ws.agents import positions, subscriptions
+from tracker_ws import devstack
+from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
 from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
 from tracker_ws.runtime import Runtime
-from tracker_ws.tables.definitions import GPS_EVENTS, declare
+from tracker_ws.tables.definitions import GPS_EVENTS, declare, topic_plan
 from tracker_ws.transport import Transport
 from tracker_ws.web import admin, control, health
 from tracker_ws.web.session import ws_handler
@@ -36,6 +37,11 @@ class TrackerApp(faust.App):
     """faust.App with the service's runtime and web routes."""
 
     rt: Runtime
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        topics, configs = topic_plan(self.rt.settings.partitions)
+        await devstack.create_topics(self.rt.settings.kafka_broker, topics, configs=configs)
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
@@ -96,6 +102,9 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     publisher = Publisher(rt.bus, rt.metrics)
     positions.install(app, rt, topics, tables, publisher, positions.table_router(rt, tables))
     subscriptions.install(app, rt, topics, tables)
+    ingest = events.EventIngest(rt, publisher)
+    events.install(app, rt, ingest, settings.partitions)
+    rt.bus.on_input(ingest.from_redis)
     announcer = subscriptions.InterestAnnouncer(rt, topics, settings.partitions)
     rt.hub.listeners.append(announcer.on_interest)
     reader = RegistryReader(rt, settings.kafka_broker.removeprefix("kafka://"))
@@ -114,10 +123,6 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     @app.task
     async def start_services() -> None:
         await rt.bus.start(rt.hub.deliver)
-        # Declared before anything is sent to them: a topic the broker auto-creates on first
-        # send gets the broker's default partition count, which breaks co-partitioning.
-        for topic in (topics.subscription_changes, topics.registry, topics.gps_dlq):
-            await topic.maybe_declare()
         publisher.start()
         announcer.start()
         registry_task = asyncio.get_running_loop().create_task(_supervise(reader.run, "registry"))

@@ -36,11 +36,12 @@ class Janitor:
         rt = self.rt
         try:
             await rt.bus.heartbeat(LIVENESS_TTL_S)
-            _, dead = await rt.bus.instances()
+            live, dead = await rt.bus.instances()
         except Exception as exc:
             log.warning("liveness check failed: %s", exc)
             return
         rt.dead_instances = set(dead) - {rt.settings.instance_id}
+        rt.live_instances = set(live) | {rt.settings.instance_id}
         for instance in dead:
             if instance == rt.settings.instance_id:
                 continue

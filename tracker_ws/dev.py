@@ -19,12 +19,7 @@ from tracker_ws import devstack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import Settings
 from tracker_ws.simulator import Fleet, sim_id
-from tracker_ws.tables.definitions import (
-    GPS_EVENTS,
-    GPS_EVENTS_DLQ,
-    SUBSCRIPTION_CHANGES,
-    VEHICLE_REGISTRY,
-)
+from tracker_ws.tables.definitions import topic_plan
 
 DEV_DIR = Path(".dev")
 
@@ -54,18 +49,8 @@ def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
         redis = devstack.start_redis(log_dir=log_dir)
         procs.append(redis)
         _say(f"redis on {redis.url}")
-        asyncio.run(
-            devstack.create_topics(
-                broker.url,
-                {
-                    GPS_EVENTS: settings.partitions,
-                    GPS_EVENTS_DLQ: settings.partitions,
-                    VEHICLE_REGISTRY: settings.partitions,
-                    SUBSCRIPTION_CHANGES: settings.partitions,
-                },
-                configs={VEHICLE_REGISTRY: {"cleanup.policy": "compact"}},
-            )
-        )
+        topics, configs = topic_plan(settings.partitions)
+        asyncio.run(devstack.create_topics(broker.url, topics, configs=configs))
         _say(f"starting the worker on :{port} (ready in a few seconds) …")
         worker = devstack.start_worker(
             broker_url=broker.url,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from tracker_ws.bus import Bus, make_bus
 from tracker_ws.config import Settings
+from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.registry import VehicleRegistry
 from tracker_ws.metrics import Metrics
 from tracker_ws.web.hub import Hub
@@ -22,6 +23,7 @@ class Runtime:
     settings: Settings
     metrics: Metrics
     registry: VehicleRegistry
+    geozones: GeozoneState
     hub: Hub
     bus: Bus
     verifier: TokenVerifier
@@ -31,6 +33,7 @@ class Runtime:
     broker_ok: bool = False
     # Instances whose liveness key expired: never routed to, pruned by the janitor.
     dead_instances: set[str] = field(default_factory=set)
+    live_instances: set[str] = field(default_factory=set)
     # gps-events partitions this worker owns now (set by the app; shown in /health).
     assigned_partitions: Callable[[], list[int]] = lambda: []
     # This worker's part of the subscriptions table: "{key}#p{n}" -> instance ids.
@@ -41,11 +44,14 @@ class Runtime:
         from tracker_ws.auth import TokenVerifier
 
         metrics = Metrics(settings.instance_id)
+        registry = VehicleRegistry()
+        geozones = GeozoneState()
         return cls(
             settings=settings,
             metrics=metrics,
-            registry=VehicleRegistry(),
-            hub=Hub(metrics),
+            registry=registry,
+            geozones=geozones,
+            hub=Hub(metrics, registry, geozones),
             bus=make_bus(settings),
             verifier=TokenVerifier.from_settings(settings),
         )

@@ -339,26 +339,38 @@ async def test_wholly_forbidden_subscription_is_only_an_error(
         await gather_close(client, theirs)
 
 
+@pytest.mark.parametrize("kind", ["all", "byGroup"])
 async def test_token_narrowed_to_one_vehicle_sees_only_it(
-    worker: Worker, fleet: FleetDriver
+    worker: Worker, fleet: FleetDriver, kind: str
 ) -> None:
-    company = await registered_company(fleet, worker, 3)
-    v0, v1, v2 = company.vehicles
+    company = await registered_company(fleet, worker, 4, groups=2)
+    v0, v1, v2, _ = company.vehicles
+    group = group_of(company, v1)  # holds v1 and v3
+    flt = {"all": {"type": "all"}, "byGroup": {"type": "byGroup", "groupId": group}}[kind]
     watch = await watcher(worker, company)
     client = await connect(worker, company, vehicle_ids=[v1])
     try:
-        sub = await client.subscribe("vehicles", {"type": "all"})
+        sub = await client.subscribe("vehicles", flt)
         assert sub["type"] == "subscribed" and sub["count"] == 1, sub
-        await send(fleet, v0, lat=1.0)
-        await send(fleet, v2, lat=2.0)
+        others = [vid for vid in company.vehicles if vid != v1]
+        for i, vid in enumerate(others):
+            await send(fleet, vid, lat=1.0 + i)
         learned = [
-            (await wait_position(watch, v0, at_lat(1.0)))[0],
-            (await wait_position(watch, v2, at_lat(2.0)))[0],
+            (await wait_position(watch, vid, at_lat(1.0 + i)))[0] for i, vid in enumerate(others)
         ]
-        await send(fleet, v1, lat=3.0)
-        await wait_position(client, v1, at_lat(3.0))
+        await send(fleet, v1, lat=9.0)
+        await wait_position(client, v1, at_lat(9.0))
         await reach_event_id(client, max(learned))
         assert client.vehicles_seen() == {v1}
+        # getState is narrowed the same way.
+        state = await client.request({"type": "getState", "vehicleIds": None}, "positionBatch")
+        assert [e["vehicleId"] for e in state["positions"]] == [v1]
+        await client.send({"type": "getState", "vehicleIds": [v0, v1, v2]})
+        replies = await replies_until_pong(client)
+        errors = [m for m in replies if m["type"] == "error"]
+        assert len(errors) == 1 and sorted(errors[0]["denied"]) == sorted([v0, v2]), replies
+        batch = next(m for m in replies if m["type"] == "positionBatch")
+        assert [e["vehicleId"] for e in batch["positions"]] == [v1]
     finally:
         await gather_close(client, watch)
 

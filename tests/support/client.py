@@ -54,7 +54,10 @@ class WsClient:
             await self.ws.send_str(msg)
 
     async def _read_one(self, timeout: float) -> Msg | None:
-        msg = await self.ws.receive(timeout=timeout)
+        # aiohttp's receive(timeout=) restarts its timer after every ping it answers itself,
+        # so on a connection the server keeps pinging it would never time out: bound the call.
+        async with asyncio.timeout(timeout):
+            msg = await self.ws.receive(timeout=timeout)
         if msg.type is aiohttp.WSMsgType.TEXT:
             data: Msg = orjson.loads(msg.data)
             self.received.append(data)

@@ -120,7 +120,9 @@ def install(
             env = envelope.position_envelope(fix, vehicle, status)
             last_positions[vid] = {"env": env, "still": still}
             offline_announced.discard(vid)
-            keys = position_keys(vid, vehicle.company_id, vehicle.group_ids)
+            keys = position_keys(
+                vid, vehicle.company_id, vehicle.group_ids, rt.geozones.zones_of(vid)
+            )
             targets = route(keys, msg.partition)
             publisher.add(Outgoing(targets, envelope.encode(env), vehicle_id=vid))
             metrics.stream(GPS_EVENTS, "ok")

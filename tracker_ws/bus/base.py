@@ -25,6 +25,8 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+DEDUPE_TTL_S = 3600
+
 # Called with [(eventId, payload), …] in increasing eventId order.
 DeliveryHandler = Callable[[list[tuple[int, bytes]]], None]
 # (command, args) -> reply (None: nothing to say back)
@@ -36,6 +38,7 @@ class Outgoing:
     targets: Sequence[str]  # instance ids that have subscribers for this event
     payload: bytes  # JSON, no newline (orjson never emits one)
     vehicle_id: str | None = None  # set: mirror as this vehicle's last position
+    dedupe_id: str | None = None  # set: published at most once per DEDUPE_TTL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +77,16 @@ class Bus(ABC):
 
     @abstractmethod
     async def publish(self, items: Sequence[Outgoing]) -> list[int]:
-        """Assign consecutive eventIds to `items` and deliver them; returns the ids."""
+        """Assign increasing eventIds to `items` and deliver them; returns the ids, 0 for an
+        item dropped as a duplicate (its dedupe id was already published)."""
 
     @abstractmethod
     async def last_positions(self, vehicle_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
         """vehicleId → (eventId, payload) of the newest mirrored position."""
+
+    def on_input(self, handler: Callable[[str, bytes], None]) -> None:
+        """Events other services publish on Redis channels `events:{type}` (Redis only)."""
+        self._input_handler: Callable[[str, bytes], None] | None = handler
 
     @abstractmethod
     async def ping(self) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 
-from tracker_ws.bus.base import Bus, ConnectionEntry, DeliveryHandler, Outgoing
+from tracker_ws.bus.base import DEDUPE_TTL_S, Bus, ConnectionEntry, DeliveryHandler, Outgoing
 
 
 class MemoryBus(Bus):
@@ -15,6 +16,7 @@ class MemoryBus(Bus):
         self._last: dict[str, tuple[int, bytes]] = {}
         self._handler: DeliveryHandler | None = None
         self._users: dict[str, dict[str, ConnectionEntry]] = {}
+        self._seen: dict[str, float] = {}
 
     async def start(self, on_deliver: DeliveryHandler) -> None:
         self._handler = on_deliver
@@ -23,10 +25,19 @@ class MemoryBus(Bus):
         self._handler = None
 
     async def publish(self, items: Sequence[Outgoing]) -> list[int]:
-        first = self._next_id
-        self._next_id += len(items)
         mine: list[tuple[int, bytes]] = []
-        for event_id, item in enumerate(items, first):
+        ids: list[int] = []
+        now = time.monotonic()
+        for item in items:
+            if item.dedupe_id is not None:
+                seen = self._seen.get(item.dedupe_id)
+                if seen is not None and now - seen < DEDUPE_TTL_S:
+                    ids.append(0)
+                    continue
+                self._seen[item.dedupe_id] = now
+            event_id = self._next_id
+            self._next_id += 1
+            ids.append(event_id)
             if item.vehicle_id is not None:
                 self._last[item.vehicle_id] = (event_id, item.payload)
             if self.instance_id in item.targets:
@@ -34,7 +45,7 @@ class MemoryBus(Bus):
         if mine and self._handler is not None:
             # Deliver on the next loop turn, like a pub/sub message would arrive.
             asyncio.get_running_loop().call_soon(self._handler, mine)
-        return list(range(first, self._next_id))
+        return ids
 
     async def last_positions(self, vehicle_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
         return {v: self._last[v] for v in vehicle_ids if v in self._last}

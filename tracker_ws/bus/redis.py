@@ -14,13 +14,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tracker_ws.bus.base import Bus, ConnectionEntry, DeliveryHandler, Outgoing
+from tracker_ws.bus.base import DEDUPE_TTL_S, Bus, ConnectionEntry, DeliveryHandler, Outgoing
 
 log = logging.getLogger(__name__)
 
 EVENT_ID_KEY = "ws:event_id"
 LAST_POSITIONS_KEY = "ws:last_positions"
 INSTANCES_KEY = "ws:instances"
+INPUT_PREFIX = "events:"
+INPUT_PATTERN = INPUT_PREFIX + "*"
 _RECONNECT_MAX_S = 2.0
 
 
@@ -67,6 +69,7 @@ class RedisBus(Bus):
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel, self.control_channel, self.reply_channel)
+                await pubsub.psubscribe(INPUT_PATTERN)
                 self._connected = True
                 ready.set()
                 backoff = 0.05
@@ -74,7 +77,14 @@ class RedisBus(Bus):
                 control = self.control_channel.encode()
                 while True:
                     msg = await pubsub.get_message(timeout=5.0)
-                    if msg is None or msg["type"] != "message":
+                    if msg is None:
+                        continue
+                    if msg["type"] == "pmessage":
+                        handler = getattr(self, "_input_handler", None)
+                        if handler is not None:
+                            handler(msg["channel"].decode()[len(INPUT_PREFIX) :], msg["data"])
+                        continue
+                    if msg["type"] != "message":
                         continue
                     channel = msg["channel"]
                     if channel == deliver:
@@ -106,14 +116,15 @@ class RedisBus(Bus):
     async def publish(self, items: Sequence[Outgoing]) -> list[int]:
         if not items:
             return []
-        args: list[Any] = [len(items)]
+        args: list[Any] = [len(items), DEDUPE_TTL_S]
         for item in items:
             args.append(len(item.targets))
             args.extend(item.targets)
             args.append(item.vehicle_id or "")
+            args.append(item.dedupe_id or "")
             args.append(item.payload)
-        first = int(await self._publish(keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY], args=args))
-        return list(range(first, first + len(items)))
+        ids = await self._publish(keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY], args=args)
+        return [int(i) for i in ids]
 
     async def last_positions(self, vehicle_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
         ids = list(vehicle_ids)

@@ -16,6 +16,9 @@ from tracker_ws.domain.protocol import position_dict
 
 POSITION = "pos"
 ALERT = "alert"
+GEO = "geo"
+NOTIFICATION = "notif"
+MAINTENANCE = "maint"
 
 
 def alert_envelope(

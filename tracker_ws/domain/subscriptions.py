@@ -25,10 +25,33 @@ def routing_key(stype: SubscriptionType, scope: str, ident: str) -> str:
     return f"{stype.value}/{scope}:{ident}"
 
 
-def position_keys(vehicle_id: str, company_id: str, group_ids: frozenset[str]) -> list[str]:
+def position_keys(
+    vehicle_id: str,
+    company_id: str,
+    group_ids: frozenset[str],
+    geozone_ids: frozenset[str] = frozenset(),
+) -> list[str]:
     """Every key under which a position of this vehicle may have been subscribed."""
     keys = [f"vehicle:{vehicle_id}", f"company:{company_id}"]
     keys.extend(f"group:{g}" for g in group_ids)
+    keys.extend(f"geozone:{z}" for z in geozone_ids)
+    return keys
+
+
+def event_keys(
+    stype: SubscriptionType,
+    company_id: str,
+    vehicle_id: str | None = None,
+    group_ids: frozenset[str] = frozenset(),
+    geozone_id: str | None = None,
+) -> list[str]:
+    """Keys of a vehicle-related event of another type (geo event, maintenance)."""
+    keys = [routing_key(stype, "company", company_id)]
+    if vehicle_id is not None:
+        keys.append(routing_key(stype, "vehicle", vehicle_id))
+    keys.extend(routing_key(stype, "group", g) for g in group_ids)
+    if geozone_id is not None:
+        keys.append(routing_key(stype, "geozone", geozone_id))
     return keys
 
 

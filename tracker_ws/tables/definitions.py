@@ -11,6 +11,17 @@ GPS_EVENTS = "gps-events"
 GPS_EVENTS_DLQ = "gps-events-dlq"
 VEHICLE_REGISTRY = "vehicle-registry"
 SUBSCRIPTION_CHANGES = "ws-subscription-changes"
+EVENT_TOPICS = ("geo-events", "notifications", "maintenance-events", "system-alerts")
+
+
+def topic_plan(partitions: int) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+    """Every topic the service reads or writes, with partitions and configs. Created before
+    anything is sent: a topic the broker auto-creates on first use gets the broker's default
+    partition count, which breaks co-partitioning with gps-events."""
+    names = [GPS_EVENTS, GPS_EVENTS_DLQ, VEHICLE_REGISTRY, SUBSCRIPTION_CHANGES]
+    for topic in EVENT_TOPICS:
+        names += [topic, f"{topic}-dlq"]
+    return {name: partitions for name in names}, {VEHICLE_REGISTRY: {"cleanup.policy": "compact"}}
 
 
 @dataclass
@@ -62,14 +73,12 @@ def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
             default=None,
             partitions=partitions,
             key_type=str,
-            value_type=dict,
         ),
         subscriptions=app.Table(
             "subscriptions",
             default=None,
             partitions=partitions,
             key_type=str,
-            value_type=dict,
         ),
     )
     return topics, tables

@@ -9,19 +9,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
 from tracker_ws.domain import envelope
+from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.index import SubscriptionIndex
-from tracker_ws.domain.models import Sensors
+from tracker_ws.domain.models import Sensors, SubscriptionType
 from tracker_ws.domain.protocol import (
     encode_batch_fragment,
+    encode_geo_event,
+    encode_notification,
     encode_position,
     encode_system_alert,
 )
-from tracker_ws.domain.subscriptions import position_keys
+from tracker_ws.domain.registry import VehicleRegistry
+from tracker_ws.domain.subscriptions import event_keys, position_keys, routing_key
 from tracker_ws.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -57,8 +61,15 @@ class RateMeter:
 
 
 class Hub:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        registry: VehicleRegistry | None = None,
+        geozones: GeozoneState | None = None,
+    ) -> None:
         self.metrics = metrics
+        self.registry = registry or VehicleRegistry()
+        self.geozones = geozones or GeozoneState()
         self.sessions: dict[str, Session] = {}
         self.index: SubscriptionIndex[Session] = SubscriptionIndex()
         self.listeners: list[InterestListener] = []
@@ -124,6 +135,12 @@ class Hub:
                 kind = env.get("t")
                 if kind == envelope.POSITION:
                     self._deliver_position(event_id, env, now_ms)
+                elif kind == envelope.GEO:
+                    self._deliver_geo(event_id, env)
+                elif kind == envelope.NOTIFICATION:
+                    self._deliver_notification(event_id, env)
+                elif kind == envelope.MAINTENANCE:
+                    self._deliver_maintenance(event_id, env)
                 elif kind == envelope.ALERT:
                     self._deliver_alert(event_id, env)
             except (ValueError, KeyError, TypeError) as exc:
@@ -132,15 +149,70 @@ class Hub:
                 self.metrics.error("BAD_DELIVERY")
                 log.warning("skipping undecodable delivery %s: %s", event_id, exc)
 
+    def _groups(self, vehicle_id: str) -> frozenset[str]:
+        vehicle = self.registry.get(vehicle_id)
+        return vehicle.group_ids if vehicle is not None else frozenset()
+
+    def _fan_out(
+        self,
+        event_id: int,
+        keys: list[str],
+        frame: bytes,
+        company: str,
+        vehicle_id: str,
+        groups: frozenset[str],
+    ) -> int:
+        delivered = 0
+        for conn in self.index.lookup(keys):
+            perms = conn.perms
+            if company != perms.user.company_id:
+                continue  # never across companies, whatever the index says
+            if perms.narrowed and not perms.can_see(vehicle_id, company, groups):
+                continue
+            conn.push_event(event_id, frame)
+            delivered += 1
+        self.outbound.add(delivered)
+        return delivered
+
+    def _deliver_geo(self, event_id: int, env: dict[str, Any]) -> None:
+        self.geozones.apply_envelope(env)
+        vid, company = str(env["v"]), str(env["c"])
+        groups = self._groups(vid)
+        keys = event_keys(SubscriptionType.GEO_EVENTS, company, vid, groups, str(env["z"]))
+        self._fan_out(event_id, keys, encode_geo_event(event_id, env["e"]), company, vid, groups)
+
+    def _deliver_maintenance(self, event_id: int, env: dict[str, Any]) -> None:
+        vid, company = str(env["v"]), str(env["c"])
+        groups = self._groups(vid)
+        keys = event_keys(SubscriptionType.MAINTENANCE, company, vid, groups)
+        frame = encode_notification(event_id, env["n"])
+        self._fan_out(event_id, keys, frame, company, vid, groups)
+
+    def _deliver_notification(self, event_id: int, env: dict[str, Any]) -> None:
+        user = str(env["u"])
+        frame = encode_notification(event_id, env["n"])
+        delivered = 0
+        for conn in self.index.lookup([routing_key(SubscriptionType.NOTIFICATIONS, "user", user)]):
+            if conn.user.user_id == user:  # only ever the user's own
+                conn.push_event(event_id, frame)
+                delivered += 1
+        self.outbound.add(delivered)
+
     def _deliver_alert(self, event_id: int, env: dict[str, object]) -> None:
         companies = env.get("companies")
         scope = frozenset(cast(list[str], companies)) if companies else None
         frame = encode_system_alert(event_id, str(env["level"]), str(env["message"]))
+        # Alerts from the system-alerts stream go to `systemAlerts` subscribers; an admin
+        # broadcast goes to every connection in scope.
+        subscribers_only = bool(env.get("subscribers_only"))
         delivered = 0
         for session in list(self.sessions.values()):
-            if scope is None or session.user.company_id in scope:
-                session.push_event(event_id, frame)
-                delivered += 1
+            if scope is not None and session.user.company_id not in scope:
+                continue
+            if subscribers_only and not session.subs.has(SubscriptionType.SYSTEM_ALERTS):
+                continue
+            session.push_event(event_id, frame)
+            delivered += 1
         self.outbound.add(delivered)
         req, sender = env.get("req"), env.get("from")
         if self.reply is not None and isinstance(req, str) and isinstance(sender, str):
@@ -150,7 +222,7 @@ class Hub:
         vid = str(env["v"])
         company = str(env["c"])
         groups = frozenset(cast(list[str], env["g"]))
-        conns = self.index.lookup(position_keys(vid, company, groups))
+        conns = self.index.lookup(position_keys(vid, company, groups, self.geozones.zones_of(vid)))
         if not conns:
             return
         pos = orjson.dumps(env["p"])

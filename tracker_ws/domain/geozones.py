@@ -1,0 +1,41 @@
+"""Which vehicles are inside which geozones, and which company owns a geozone.
+
+Learnt from geofence events (entered/exited) as they pass through every instance, so that
+`vehicles` can be subscribed `byGeozone` and a geozone of another company can be refused.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+
+class GeozoneState:
+    __slots__ = ("_inside", "_owner")
+
+    def __init__(self) -> None:
+        self._inside: dict[str, set[str]] = defaultdict(set)  # vehicleId -> geozoneIds
+        self._owner: dict[str, str] = {}  # geozoneId -> companyId
+
+    def apply(self, company_id: str, vehicle_id: str, geozone_id: str, event_type: str) -> None:
+        self._owner[geozone_id] = company_id
+        if event_type == "entered":
+            self._inside[vehicle_id].add(geozone_id)
+        else:
+            zones = self._inside.get(vehicle_id)
+            if zones is not None:
+                zones.discard(geozone_id)
+                if not zones:
+                    del self._inside[vehicle_id]
+
+    def apply_envelope(self, env: dict[str, Any]) -> None:
+        self.apply(str(env["c"]), str(env["v"]), str(env["z"]), str(env["e"]["eventType"]))
+
+    def zones_of(self, vehicle_id: str) -> frozenset[str]:
+        return frozenset(self._inside.get(vehicle_id, ()))
+
+    def vehicles_in(self, geozone_id: str) -> list[str]:
+        return sorted(v for v, zones in self._inside.items() if geozone_id in zones)
+
+    def owner(self, geozone_id: str) -> str | None:
+        return self._owner.get(geozone_id)
