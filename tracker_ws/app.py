@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     announcer = subscriptions.InterestAnnouncer(rt, topics, settings.partitions)
     rt.hub.listeners.append(announcer.on_interest)
     reader = RegistryReader(rt, settings.kafka_broker.removeprefix("kafka://"))
+    reader.listeners.append(rt.hub.on_registry_change)
     janitor = Janitor(rt, announcer)
     rt.assigned_partitions = lambda: sorted(
         tp.partition for tp in app.consumer.assignment() if tp.topic == GPS_EVENTS

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.models import FilterKind, SubscriptionFilter, UserContext
 from tracker_ws.domain.registry import VehicleRegistry
 
@@ -55,7 +56,12 @@ class Permissions:
                 out.append(vid)
         return out
 
-    def authorize_vehicles(self, flt: SubscriptionFilter, registry: VehicleRegistry) -> Decision:
+    def authorize_vehicles(
+        self,
+        flt: SubscriptionFilter,
+        registry: VehicleRegistry,
+        geozones: GeozoneState | None = None,
+    ) -> Decision:
         """Check a `vehicles` (or vehicle-scoped) subscription filter against the registry."""
         if flt.kind is FilterKind.ALL:
             return Decision(flt, len(self.visible_vehicles(registry)))
@@ -91,5 +97,16 @@ class Permissions:
             if self._narrowed and not claimed and not members:
                 return Decision(None, 0, (group,), "no access to the requested group")
             return Decision(flt, len(members))
-        # byGeozone: geozones are company-scoped; ownership is checked by the geo-event path.
-        return Decision(flt, 0)
+        # byGeozone: a geozone belongs to the company its geofence events name. One never seen
+        # yet is accepted (its events will be filtered by company like everything else).
+        zone = flt.target or ""
+        owner = geozones.owner(zone) if geozones is not None else None
+        if owner is not None and owner != self.user.company_id:
+            return Decision(None, 0, (zone,), "no access to the requested geozone")
+        inside = geozones.vehicles_in(zone) if geozones is not None else []
+        count = sum(
+            1
+            for vid in inside
+            if (v := registry.get(vid)) is not None and self.can_see(vid, v.company_id, v.group_ids)
+        )
+        return Decision(flt, count)

@@ -14,9 +14,16 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from tracker_ws.domain import envelope
+from tracker_ws.domain.errors import SubscriptionRevoked
 from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.index import SubscriptionIndex
-from tracker_ws.domain.models import Sensors, SubscriptionType
+from tracker_ws.domain.models import (
+    FilterKind,
+    Sensors,
+    SubscriptionFilter,
+    SubscriptionType,
+    Vehicle,
+)
 from tracker_ws.domain.protocol import (
     encode_batch_fragment,
     encode_geo_event,
@@ -123,6 +130,42 @@ class Hub:
                 session.close_soon(1001, "heartbeat timeout")
             elif quiet >= ping_after:
                 session.ping_soon()
+
+    def on_registry_change(self, vid: str, before: Vehicle | None, after: Vehicle | None) -> None:
+        """A vehicle changed company or groups (or left the registry): connections that
+        can no longer see it stop receiving it and are told. Gains need nothing: routing keys
+        come from the registry when each event is published."""
+        if before is None:
+            return
+        for session in list(self.sessions.values()):
+            perms = session.perms
+            if perms.user.company_id != before.company_id:
+                continue
+            if after is not None and perms.can_see(vid, after.company_id, after.group_ids):
+                continue
+            lost = [
+                sub
+                for sub in session.subs.subscriptions()
+                if sub.filter.kind is FilterKind.ALL
+                or (sub.filter.kind is FilterKind.BY_IDS and vid in sub.filter.ids)
+                or (
+                    sub.filter.kind is FilterKind.BY_GROUP and sub.filter.target in before.group_ids
+                )
+            ]
+            if not lost:
+                continue
+            for sub in lost:
+                if sub.filter.kind is FilterKind.BY_IDS:
+                    keys = session.subs.remove(
+                        sub.type, SubscriptionFilter(FilterKind.BY_IDS, frozenset({vid}))
+                    )
+                    self.unsubscribe(session, keys)
+            types = sorted({sub.type.value for sub in lost})
+            session.error(
+                SubscriptionRevoked(f"access to vehicle {vid} was revoked ({', '.join(types)})"),
+                revoked=[vid],
+                subscriptionTypes=types,
+            )
 
     # ------------------------------------------------------------ delivery
     def deliver(self, records: list[tuple[int, bytes]]) -> None:

@@ -310,7 +310,7 @@ class Session:
             # Only ever the user's own notifications / alerts meant for everyone or the company.
             decision_filter, count, denied = msg.filter, 1, ()
         else:
-            decision = self.perms.authorize_vehicles(msg.filter, registry)
+            decision = self.perms.authorize_vehicles(msg.filter, registry, self.rt.geozones)
             decision_filter, count, denied = decision.filter, decision.count, decision.denied
             if denied:
                 self.error(
