@@ -67,6 +67,20 @@ class RateMeter:
         return self.rate
 
 
+# Subscription types whose events are about one vehicle.
+VEHICLE_TYPES = frozenset(
+    {SubscriptionType.VEHICLES, SubscriptionType.GEO_EVENTS, SubscriptionType.MAINTENANCE}
+)
+
+
+def _covers(flt: SubscriptionFilter, vehicle_id: str, group_ids: frozenset[str]) -> bool:
+    if flt.kind is FilterKind.ALL:
+        return True
+    if flt.kind is FilterKind.BY_IDS:
+        return vehicle_id in flt.ids
+    return flt.kind is FilterKind.BY_GROUP and flt.target in group_ids
+
+
 class Hub:
     def __init__(
         self,
@@ -146,11 +160,7 @@ class Hub:
             lost = [
                 sub
                 for sub in session.subs.subscriptions()
-                if sub.filter.kind is FilterKind.ALL
-                or (sub.filter.kind is FilterKind.BY_IDS and vid in sub.filter.ids)
-                or (
-                    sub.filter.kind is FilterKind.BY_GROUP and sub.filter.target in before.group_ids
-                )
+                if sub.type in VEHICLE_TYPES and _covers(sub.filter, vid, before.group_ids)
             ]
             if not lost:
                 continue
