@@ -26,6 +26,7 @@ from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, declare, topic_plan
 from tracker_ws.transport import Transport
 from tracker_ws.web import admin, control, health
+from tracker_ws.web.drain import drain
 from tracker_ws.web.session import ws_handler
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,14 @@ class TrackerApp(faust.App):
     """faust.App with the service's runtime and web routes."""
 
     rt: Runtime
+
+    async def on_stop(self) -> None:
+        # Clients first, while this instance can still deliver to them; then Faust leaves
+        # the consumer group and stops.
+        if self.rt.ready and not self.rt.draining:
+            with contextlib.suppress(Exception):
+                await drain(self.rt)
+        await super().on_stop()
 
     async def on_first_start(self) -> None:
         await super().on_first_start()

@@ -73,5 +73,9 @@ class Janitor:
         ]
         try:
             await rt.bus.touch_connections(entries)
+            # The saved state of a live connection outlives it by the recovery window.
+            await rt.bus.refresh_states(
+                [s.state_key for s in rt.hub.sessions.values()], rt.settings.state_ttl_s
+            )
         except Exception as exc:
             log.warning("lastSeen update failed: %s", exc)

@@ -59,6 +59,10 @@ class Settings:
     server_ping_interval_s: float = 30.0
     # Vehicle status thresholds (domain/status.py)
     offline_after_s: float = 600.0
+    # Recovery and shutdown
+    state_ttl_s: float = 300.0  # seed §4: ws:state TTL, the reconnect window
+    drain_rate: float = 500.0  # connections closed per second on shutdown
+    drain_timeout_s: float = 10.0  # time to flush queues on shutdown
     data_dir: str = ".dev/faust"
 
     @property
@@ -102,5 +106,8 @@ class Settings:
             heartbeat_timeout_s=_env_float("TRACKER_WS_HEARTBEAT_TIMEOUT", 75.0),
             server_ping_interval_s=_env_float("TRACKER_WS_PING_INTERVAL", 30.0),
             offline_after_s=_env_float("TRACKER_WS_OFFLINE_AFTER", 600.0),
+            state_ttl_s=_env_float("TRACKER_WS_STATE_TTL", 300.0),
+            drain_rate=_env_float("TRACKER_WS_DRAIN_RATE", 500.0),
+            drain_timeout_s=_env_float("TRACKER_WS_DRAIN_TIMEOUT", 10.0),
             data_dir=os.environ.get("TRACKER_WS_DATA_DIR", ".dev/faust"),
         )

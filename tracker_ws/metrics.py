@@ -72,6 +72,12 @@ class Metrics:
             ["instance"],
             registry=r,
         )
+        self.recoveries = Counter(
+            "ws_recoveries_total",
+            "Reconnects with lastEventId by outcome (recovered, expired, trimmed, no_state, …)",
+            ["instance", "outcome"],
+            registry=r,
+        )
         # Bound children for the hot path.
         self.sent_position = self.messages_sent.labels(instance, "position")
         self.delivery_vehicles = self.delivery.labels("vehicles")

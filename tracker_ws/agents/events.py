@@ -40,7 +40,14 @@ class EventIngest:
             raise InvalidEvent("message key is not UTF-8") from None
         env, dedupe = parser(load_json(value), key_text)
         targets = sorted(self.rt.live_instances | {self.rt.settings.instance_id})
-        self.publisher.add(Outgoing(targets, envelope.encode(env), dedupe_id=dedupe))
+        self.publisher.add(
+            Outgoing(
+                targets,
+                envelope.encode(env),
+                dedupe_id=dedupe,
+                history=envelope.history_streams(env),
+            )
+        )
 
     def from_redis(self, channel_type: str, data: bytes) -> None:
         """Bus callback for `events:{type}`; a bad event is counted and skipped."""

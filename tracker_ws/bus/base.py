@@ -26,6 +26,8 @@ import orjson
 log = logging.getLogger(__name__)
 
 DEDUPE_TTL_S = 3600
+HISTORY_CAP = 10_000  # entries per history stream
+HISTORY_TTL_S = 3600  # an idle stream (and its floor) goes after this long
 
 # Called with [(eventId, payload), …] in increasing eventId order.
 DeliveryHandler = Callable[[list[tuple[int, bytes]]], None]
@@ -39,6 +41,7 @@ class Outgoing:
     payload: bytes  # JSON, no newline (orjson never emits one)
     vehicle_id: str | None = None  # set: mirror as this vehicle's last position
     dedupe_id: str | None = None  # set: published at most once per DEDUPE_TTL_S
+    history: Sequence[str] = ()  # replayable: append to these history streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,26 @@ class Bus(ABC):
     @abstractmethod
     def connected(self) -> bool:
         """Whether the delivery subscription is currently live."""
+
+    # ------------------------------------------------------------ recovery
+    @abstractmethod
+    async def read_history(
+        self, streams: Sequence[str], after_id: int, limit: int
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        """Replayable events with eventId > `after_id` from `streams`, merged in eventId order
+        (at most `limit`), and whether any of those streams was trimmed past `after_id`."""
+
+    @abstractmethod
+    async def save_state(self, key: str, state: bytes, ttl_s: float) -> None:
+        """`ws:state:{key}` for `ttl_s`, plus a longer-lived mark that it existed."""
+
+    @abstractmethod
+    async def load_state(self, key: str) -> tuple[bytes | None, bool]:
+        """(state or None, whether a state was saved within the last day)."""
+
+    @abstractmethod
+    async def refresh_states(self, keys: Sequence[str], ttl_s: float) -> None:
+        """Extend the TTL of live connections' states (with the lastSeen update)."""
 
     # ------------------------------------------------------------ connection registry
     @abstractmethod
@@ -207,3 +230,15 @@ class Bus(ABC):
         replies[sender] = payload
         if targets <= replies.keys():
             done.set()
+
+
+def merge_history(chunks: Iterable[list[tuple[int, bytes]]], limit: int) -> list[tuple[int, bytes]]:
+    """Merge per-stream entries into one eventId-ordered list without repeats."""
+    seen: dict[int, bytes] = {}
+    for chunk in chunks:
+        for event_id, payload in chunk:
+            seen.setdefault(event_id, payload)
+    return sorted(seen.items())[:limit]
+
+
+STATE_SEEN_TTL_S = 86400

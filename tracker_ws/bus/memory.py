@@ -6,7 +6,16 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 
-from tracker_ws.bus.base import DEDUPE_TTL_S, Bus, ConnectionEntry, DeliveryHandler, Outgoing
+from tracker_ws.bus.base import (
+    DEDUPE_TTL_S,
+    HISTORY_CAP,
+    STATE_SEEN_TTL_S,
+    Bus,
+    ConnectionEntry,
+    DeliveryHandler,
+    Outgoing,
+    merge_history,
+)
 
 
 class MemoryBus(Bus):
@@ -17,6 +26,10 @@ class MemoryBus(Bus):
         self._handler: DeliveryHandler | None = None
         self._users: dict[str, dict[str, ConnectionEntry]] = {}
         self._seen: dict[str, float] = {}
+        self._history: dict[str, list[tuple[int, bytes]]] = {}
+        self._floor: dict[str, int] = {}
+        self._states: dict[str, tuple[bytes, float]] = {}  # key -> (state, expires at)
+        self._states_seen: dict[str, float] = {}
 
     async def start(self, on_deliver: DeliveryHandler) -> None:
         self._handler = on_deliver
@@ -40,6 +53,12 @@ class MemoryBus(Bus):
             ids.append(event_id)
             if item.vehicle_id is not None:
                 self._last[item.vehicle_id] = (event_id, item.payload)
+            for stream in item.history:
+                entries = self._history.setdefault(stream, [])
+                entries.append((event_id, item.payload))
+                if len(entries) > HISTORY_CAP:
+                    self._floor[stream] = entries[-HISTORY_CAP - 1][0]
+                    del entries[:-HISTORY_CAP]
             if self.instance_id in item.targets:
                 mine.append((event_id, item.payload))
         if mine and self._handler is not None:
@@ -56,6 +75,32 @@ class MemoryBus(Bus):
     @property
     def connected(self) -> bool:
         return self._handler is not None
+
+    async def read_history(
+        self, streams: Sequence[str], after_id: int, limit: int
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        trimmed = any(self._floor.get(s, 0) > after_id for s in streams)
+        chunks = [[e for e in self._history.get(s, []) if e[0] > after_id] for s in streams]
+        return merge_history(chunks, limit), trimmed
+
+    async def save_state(self, key: str, state: bytes, ttl_s: float) -> None:
+        now = time.monotonic()
+        self._states[key] = (state, now + ttl_s)
+        self._states_seen[key] = now + STATE_SEEN_TTL_S
+
+    async def load_state(self, key: str) -> tuple[bytes | None, bool]:
+        now = time.monotonic()
+        found = self._states.get(key)
+        seen = self._states_seen.get(key, 0) > now
+        if found is None or found[1] <= now:
+            return None, seen
+        return found[0], True
+
+    async def refresh_states(self, keys: Sequence[str], ttl_s: float) -> None:
+        now = time.monotonic()
+        for key in keys:
+            if key in self._states:
+                self._states[key] = (self._states[key][0], now + ttl_s)
 
     # One instance: the registry is a dict and this instance is the only one alive.
     async def register_connection(self, entry: ConnectionEntry) -> None:

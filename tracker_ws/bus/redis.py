@@ -14,7 +14,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tracker_ws.bus.base import DEDUPE_TTL_S, Bus, ConnectionEntry, DeliveryHandler, Outgoing
+from tracker_ws.bus.base import (
+    DEDUPE_TTL_S,
+    HISTORY_CAP,
+    HISTORY_TTL_S,
+    STATE_SEEN_TTL_S,
+    Bus,
+    ConnectionEntry,
+    DeliveryHandler,
+    Outgoing,
+    merge_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +126,14 @@ class RedisBus(Bus):
     async def publish(self, items: Sequence[Outgoing]) -> list[int]:
         if not items:
             return []
-        args: list[Any] = [len(items), DEDUPE_TTL_S]
+        args: list[Any] = [len(items), DEDUPE_TTL_S, HISTORY_CAP, HISTORY_TTL_S]
         for item in items:
             args.append(len(item.targets))
             args.extend(item.targets)
             args.append(item.vehicle_id or "")
             args.append(item.dedupe_id or "")
+            args.append(len(item.history))
+            args.extend(item.history)
             args.append(item.payload)
         ids = await self._publish(keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY], args=args)
         return [int(i) for i in ids]
@@ -147,6 +159,46 @@ class RedisBus(Bus):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    # ------------------------------------------------------------ recovery
+    async def read_history(
+        self, streams: Sequence[str], after_id: int, limit: int
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.get(f"{stream}:floor")
+                pipe.xrange(stream, min=f"{after_id + 1}-0", max="+", count=limit)
+            raw = await pipe.execute()
+        trimmed = False
+        chunks = []
+        for floor, entries in zip(raw[0::2], raw[1::2], strict=True):
+            if floor is not None and int(floor) > after_id:
+                trimmed = True
+            chunks.append(
+                [(int(entry_id.split(b"-")[0]), fields[b"e"]) for entry_id, fields in entries]
+            )
+        return merge_history(chunks, limit), trimmed
+
+    async def save_state(self, key: str, state: bytes, ttl_s: float) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(f"ws:state:{key}", state, px=int(ttl_s * 1000))
+            pipe.set(f"ws:state:{key}:seen", "1", ex=STATE_SEEN_TTL_S)
+            await pipe.execute()
+
+    async def load_state(self, key: str) -> tuple[bytes | None, bool]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(f"ws:state:{key}")
+            pipe.exists(f"ws:state:{key}:seen")
+            state, seen = await pipe.execute()
+        return state, bool(seen) or state is not None
+
+    async def refresh_states(self, keys: Sequence[str], ttl_s: float) -> None:
+        if not keys:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.pexpire(f"ws:state:{key}", int(ttl_s * 1000))
+            await pipe.execute()
 
     # ------------------------------------------------------------ connection registry
     def _instance_keys(self, instance_id: str) -> list[str]:

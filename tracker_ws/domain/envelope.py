@@ -61,3 +61,24 @@ def decode(payload: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("envelope must be a JSON object")
     return value
+
+
+def history_streams(env: dict[str, Any]) -> list[str]:
+    """The bounded history streams a replayable event is appended to (ARCHITECTURE §3).
+    One per audience: a company, a user, or everyone."""
+    kind = env.get("t")
+    if kind in (GEO, MAINTENANCE):
+        return [f"ws:history:company:{env['c']}"]
+    if kind == NOTIFICATION:
+        return [f"ws:history:user:{env['u']}"]
+    if kind == ALERT:
+        companies = env.get("companies")
+        if companies:
+            return [f"ws:history:company:{c}" for c in companies]
+        return ["ws:history:all"]
+    return []
+
+
+def session_streams(user_id: str, company_id: str) -> list[str]:
+    """Every history stream that can hold an event for this user."""
+    return [f"ws:history:company:{company_id}", f"ws:history:user:{user_id}", "ws:history:all"]

@@ -171,7 +171,8 @@ async def broadcast(request: web.Request) -> web.Response:
     live, _ = await rt.bus.instances()
     req = rt.bus.new_request(live)
     env = envelope.alert_envelope(level, message, targets, req, rt.settings.instance_id)
-    [event_id] = await rt.bus.publish([Outgoing(live, envelope.encode(env))])
+    history = envelope.history_streams(env)
+    [event_id] = await rt.bus.publish([Outgoing(live, envelope.encode(env), history=history)])
     replies = await rt.bus.gather_replies(req, GATHER_TIMEOUT_S)
     return web.json_response(
         {

@@ -185,91 +185,76 @@ class Hub:
             self.last_event_id = event_id
             try:
                 env = envelope.decode(payload)
-                kind = env.get("t")
-                if kind == envelope.POSITION:
+                if env.get("t") == envelope.POSITION:
                     self._deliver_position(event_id, env, now_ms)
-                elif kind == envelope.GEO:
-                    self._deliver_geo(event_id, env)
-                elif kind == envelope.NOTIFICATION:
-                    self._deliver_notification(event_id, env)
-                elif kind == envelope.MAINTENANCE:
-                    self._deliver_maintenance(event_id, env)
-                elif kind == envelope.ALERT:
-                    self._deliver_alert(event_id, env)
+                    continue
+                if env.get("t") == envelope.GEO:
+                    self.geozones.apply_envelope(env)
+                found = self.recipients(event_id, env)
+                if found is None:
+                    continue
+                frame, sessions = found
+                for session in sessions:
+                    session.push_event(event_id, frame)
+                self.outbound.add(len(sessions))
+                req, sender = env.get("req"), env.get("from")
+                if self.reply is not None and isinstance(req, str) and isinstance(sender, str):
+                    self.reply(sender, req, {"delivered": len(sessions)})
             except (ValueError, KeyError, TypeError) as exc:
                 # A record this version cannot read: skip it, keep the rest flowing.
                 self.skipped_deliveries += 1
                 self.metrics.error("BAD_DELIVERY")
                 log.warning("skipping undecodable delivery %s: %s", event_id, exc)
 
-    def _groups(self, vehicle_id: str) -> frozenset[str]:
-        vehicle = self.registry.get(vehicle_id)
-        return vehicle.group_ids if vehicle is not None else frozenset()
+    def recipients(self, event_id: int, env: dict[str, Any]) -> tuple[bytes, list[Session]] | None:
+        """The frame of a replayable event and the local connections entitled to it. Used for
+        live delivery and, per connection, for replay after a reconnect: one rule for both."""
+        kind = env.get("t")
+        if kind == envelope.GEO:
+            frame = encode_geo_event(event_id, env["e"])
+            return frame, self._vehicle_event(env, SubscriptionType.GEO_EVENTS, str(env["z"]))
+        if kind == envelope.MAINTENANCE:
+            frame = encode_notification(event_id, env["n"])
+            return frame, self._vehicle_event(env, SubscriptionType.MAINTENANCE, None)
+        if kind == envelope.NOTIFICATION:
+            user = str(env["u"])
+            key = routing_key(SubscriptionType.NOTIFICATIONS, "user", user)
+            frame = encode_notification(event_id, env["n"])
+            # Only ever the user's own, whatever the index says.
+            return frame, [s for s in self.index.lookup([key]) if s.user.user_id == user]
+        if kind == envelope.ALERT:
+            frame = encode_system_alert(event_id, str(env["level"]), str(env["message"]))
+            return frame, self._alert_audience(env)
+        return None
 
-    def _fan_out(
-        self,
-        event_id: int,
-        keys: list[str],
-        frame: bytes,
-        company: str,
-        vehicle_id: str,
-        groups: frozenset[str],
-    ) -> int:
-        delivered = 0
-        for conn in self.index.lookup(keys):
+    def _vehicle_event(
+        self, env: dict[str, Any], stype: SubscriptionType, geozone: str | None
+    ) -> list[Session]:
+        vid, company = str(env["v"]), str(env["c"])
+        vehicle = self.registry.get(vid)
+        groups = vehicle.group_ids if vehicle is not None else frozenset()
+        out = []
+        for conn in self.index.lookup(event_keys(stype, company, vid, groups, geozone)):
             perms = conn.perms
             if company != perms.user.company_id:
                 continue  # never across companies, whatever the index says
-            if perms.narrowed and not perms.can_see(vehicle_id, company, groups):
+            if perms.narrowed and not perms.can_see(vid, company, groups):
                 continue
-            conn.push_event(event_id, frame)
-            delivered += 1
-        self.outbound.add(delivered)
-        return delivered
+            out.append(conn)
+        return out
 
-    def _deliver_geo(self, event_id: int, env: dict[str, Any]) -> None:
-        self.geozones.apply_envelope(env)
-        vid, company = str(env["v"]), str(env["c"])
-        groups = self._groups(vid)
-        keys = event_keys(SubscriptionType.GEO_EVENTS, company, vid, groups, str(env["z"]))
-        self._fan_out(event_id, keys, encode_geo_event(event_id, env["e"]), company, vid, groups)
-
-    def _deliver_maintenance(self, event_id: int, env: dict[str, Any]) -> None:
-        vid, company = str(env["v"]), str(env["c"])
-        groups = self._groups(vid)
-        keys = event_keys(SubscriptionType.MAINTENANCE, company, vid, groups)
-        frame = encode_notification(event_id, env["n"])
-        self._fan_out(event_id, keys, frame, company, vid, groups)
-
-    def _deliver_notification(self, event_id: int, env: dict[str, Any]) -> None:
-        user = str(env["u"])
-        frame = encode_notification(event_id, env["n"])
-        delivered = 0
-        for conn in self.index.lookup([routing_key(SubscriptionType.NOTIFICATIONS, "user", user)]):
-            if conn.user.user_id == user:  # only ever the user's own
-                conn.push_event(event_id, frame)
-                delivered += 1
-        self.outbound.add(delivered)
-
-    def _deliver_alert(self, event_id: int, env: dict[str, object]) -> None:
+    def _alert_audience(self, env: dict[str, Any]) -> list[Session]:
         companies = env.get("companies")
         scope = frozenset(cast(list[str], companies)) if companies else None
-        frame = encode_system_alert(event_id, str(env["level"]), str(env["message"]))
         # Alerts from the system-alerts stream go to `systemAlerts` subscribers; an admin
         # broadcast goes to every connection in scope.
         subscribers_only = bool(env.get("subscribers_only"))
-        delivered = 0
-        for session in list(self.sessions.values()):
-            if scope is not None and session.user.company_id not in scope:
-                continue
-            if subscribers_only and not session.subs.has(SubscriptionType.SYSTEM_ALERTS):
-                continue
-            session.push_event(event_id, frame)
-            delivered += 1
-        self.outbound.add(delivered)
-        req, sender = env.get("req"), env.get("from")
-        if self.reply is not None and isinstance(req, str) and isinstance(sender, str):
-            self.reply(sender, req, {"delivered": delivered})
+        return [
+            s
+            for s in self.sessions.values()
+            if (scope is None or s.user.company_id in scope)
+            and (not subscribers_only or s.subs.has(SubscriptionType.SYSTEM_ALERTS))
+        ]
 
     def _deliver_position(self, event_id: int, env: dict[str, object], now_ms: float) -> None:
         vid = str(env["v"])

@@ -26,6 +26,7 @@ from tracker_ws.domain.errors import (
     InvalidMessage,
     RateLimited,
     SubscriptionDenied,
+    SubscriptionRevoked,
     TrackerError,
     UnsupportedFrame,
 )
@@ -51,12 +52,14 @@ from tracker_ws.domain.protocol import (
     encode_pong,
     encode_position_batch,
     encode_subscribed,
+    encode_system_alert,
     encode_unsubscribed,
     now_ms,
     parse_client_message,
 )
 from tracker_ws.domain.ratelimit import AbuseTracker, TokenBucket
 from tracker_ws.domain.subscriptions import SubscriptionSet
+from tracker_ws.web.recovery import Outcome, recover, replay, state_document, subscribed_vehicles
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
@@ -82,6 +85,9 @@ class Session:
     __slots__ = (
         "_closing",
         "_expiry",
+        "_held",
+        "_idle",
+        "_save_lock",
         "_wake",
         "_writer",
         "abuse",
@@ -91,17 +97,25 @@ class Session:
         "connected_at",
         "info",
         "last_event_id",
+        "last_replayable_id",
         "last_seen",
         "outbox",
         "perms",
+        "replay",
         "rt",
+        "state_key",
         "subs",
         "user",
         "ws",
     )
 
     def __init__(
-        self, rt: Runtime, user: UserContext, ws: web.WebSocketResponse, info: ConnectionInfo
+        self,
+        rt: Runtime,
+        user: UserContext,
+        ws: web.WebSocketResponse,
+        info: ConnectionInfo,
+        device: str | None = None,
     ) -> None:
         s = rt.settings
         self.rt = rt
@@ -118,6 +132,15 @@ class Session:
         self.last_seen = time.monotonic()
         self.last_event_id = 0
         self.acked_event_id = 0
+        # seed §4 keys saved state by user; `?device=` lets one user's phone and browser
+        # keep separate states.
+        self.state_key = f"{user.user_id}:{device}" if device else user.user_id
+        self._save_lock = asyncio.Lock()
+        self.last_replayable_id = 0
+        self._held: list[tuple[int, bytes]] | None = None  # live events held during a replay
+        self.replay: list[tuple[int, bytes]] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -129,9 +152,12 @@ class Session:
     # ------------------------------------------------------------ outbound
     def push(self, frame: bytes) -> None:
         if not self.outbox.push(frame):
+            # Replayable events no longer fit: close; state is saved on the way out and the
+            # client recovers the rest from history when it reconnects.
             self.rt.metrics.slow_consumers.labels(self.rt.metrics.instance).inc()
             self.close_soon(CLOSE_SLOW_CONSUMER, "slow consumer")
             return
+        self._idle.clear()
         self._wake.set()
 
     def push_position(
@@ -140,10 +166,18 @@ class Session:
         self.outbox.push_position(vehicle_id, event_id, single, fragment)
         if event_id > self.last_event_id:
             self.last_event_id = event_id
+        self._idle.clear()
         self._wake.set()
 
-    def push_event(self, event_id: int, frame: bytes) -> None:
-        """A replayable event (alert, geo event, notification): in order, never coalesced."""
+    def push_event(self, event_id: int, frame: bytes, *, replaying: bool = False) -> None:
+        """A replayable event (alert, geo event, notification): in order, never coalesced,
+        never twice (events reach an instance in eventId order, so a lower id is a repeat)."""
+        if event_id <= self.last_replayable_id:
+            return
+        if self._held is not None and not replaying:
+            self._held.append((event_id, frame))
+            return
+        self.last_replayable_id = event_id
         if event_id > self.last_event_id:
             self.last_event_id = event_id
         self.push(frame)
@@ -168,6 +202,8 @@ class Session:
                 for frame in frames:
                     await self.ws.send_frame(frame, WSMsgType.TEXT)
                 sent.inc(len(frames))
+                if not self.outbox.has_work:
+                    self._idle.set()
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-write; the reader sees the close and cleans up.
             log.debug("writer of %s stopped: %s", self.conn_id, exc)
@@ -181,6 +217,33 @@ class Session:
     async def _ping(self) -> None:
         with contextlib.suppress(Exception):
             await self.ws.ping()
+
+    async def drain_and_close(self, code: int, reason: str, timeout: float) -> None:
+        """Graceful close: tell the client, flush what is queued (up to `timeout`), close."""
+        self.push(encode_system_alert(0, "info", reason))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        self.close_soon(code, reason)
+
+    async def save_state(self) -> None:
+        """Write `ws:state` now (serialised: the last call writes the newest state)."""
+        async with self._save_lock:
+            try:
+                await self.rt.bus.save_state(
+                    self.state_key, state_document(self), self.rt.settings.state_ttl_s
+                )
+            except Exception as exc:  # Redis away: the next change or the close retries
+                log.warning("could not save state of %s: %s", self.conn_id, exc)
+
+    def save_state_soon(self) -> None:
+        asyncio.get_running_loop().create_task(self.save_state())
+
+    def restore(self, sub: Subscription) -> list[str]:
+        """Re-subscribe a saved subscription with today's permissions; returns what was lost."""
+        allowed, _count, denied = self.authorize(sub)
+        if allowed is not None:
+            self.rt.hub.subscribe(self, self.subs.add(Subscription(sub.type, allowed)))
+        return list(denied)
 
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing:
@@ -211,24 +274,12 @@ class Session:
             self._expiry = loop.call_later(
                 delay, self.close_soon, CLOSE_TOKEN_EXPIRED, "token expired"
             )
-        self._writer = loop.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
-        recovered: bool | None = None
-        reason: str | None = None
-        if last_event_id:
-            # Exact recovery arrives with the recovery work; until then say so honestly.
-            recovered, reason = False, "no_state"
-        self.push(
-            encode_connected(
-                self.conn_id,
-                server_time_ms=now_ms(),
-                recovered=recovered,
-                reason=reason,
-                last_event_id=last_event_id,
-            )
-        )
         try:
+            await self._start(last_event_id)
+            self._writer = loop.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
             await self._read_loop()
         finally:
+            await self.save_state()
             if self._expiry is not None:
                 self._expiry.cancel()
             rt.hub.unregister(self)
@@ -238,6 +289,44 @@ class Session:
                 self._writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._writer
+
+    async def _start(self, last_event_id: int | None) -> None:
+        """`connected`, then (on a reconnect) the restored subscriptions, the replay, the
+        current positions and the live events held meanwhile — before the writer starts."""
+        outcome: Outcome | None = None
+        if last_event_id:
+            self._held = []
+            outcome = await recover(self, last_event_id)
+        self.push(
+            encode_connected(
+                self.conn_id,
+                server_time_ms=now_ms(),
+                recovered=outcome.recovered if outcome else None,
+                restored_subscriptions=outcome.restored if outcome else None,
+                reason=outcome.reason if outcome else None,
+                last_event_id=last_event_id,
+            )
+        )
+        if outcome is None:
+            return
+        if outcome.revoked:
+            self.error(
+                SubscriptionRevoked(f"no longer permitted: {', '.join(outcome.revoked)}"),
+                revoked=outcome.revoked,
+            )
+        if outcome.recovered and last_event_id:
+            self.last_replayable_id = last_event_id
+            outcome.replayed = replay(self)
+        if outcome.restored:
+            vehicles = subscribed_vehicles(self)
+            if vehicles:
+                self.push(await self.position_snapshot(vehicles))
+        held, self._held = self._held or [], None
+        for event_id, frame in held:
+            self.push_event(event_id, frame)
+        self.rt.metrics.recoveries.labels(
+            self.rt.metrics.instance, outcome.reason or "recovered"
+        ).inc()
 
     async def _read_loop(self) -> None:
         ws = self.ws
@@ -293,6 +382,8 @@ class Session:
                 keys = self.subs.remove(message.subscription_type, message.filter)
                 rt.hub.unsubscribe(self, keys)
                 self.push(encode_unsubscribed(message.subscription_type, len(keys)))
+                if keys:
+                    self.save_state_soon()
             elif isinstance(message, GetState):
                 await self.on_get_state(message)
             elif isinstance(message, Ack):
@@ -301,31 +392,32 @@ class Session:
             self.error(exc)
         rt.metrics.processing.labels(kind).observe(time.perf_counter() - started)
 
-    def on_subscribe(self, msg: Subscribe) -> None:
-        registry = self.rt.registry
-        stype = msg.subscription_type
-        decision_filter: SubscriptionFilter | None
-        denied: tuple[str, ...]
-        if stype is SubscriptionType.NOTIFICATIONS or stype is SubscriptionType.SYSTEM_ALERTS:
+    def authorize(
+        self, sub: Subscription
+    ) -> tuple[SubscriptionFilter | None, int, tuple[str, ...]]:
+        """(permitted filter or None, count, refused ids) under today's permissions."""
+        if sub.type in (SubscriptionType.NOTIFICATIONS, SubscriptionType.SYSTEM_ALERTS):
             # Only ever the user's own notifications / alerts meant for everyone or the company.
-            decision_filter, count, denied = msg.filter, 1, ()
-        else:
-            decision = self.perms.authorize_vehicles(msg.filter, registry, self.rt.geozones)
-            decision_filter, count, denied = decision.filter, decision.count, decision.denied
-            if denied:
-                self.error(
-                    SubscriptionDenied(
-                        f"{decision.reason}: {', '.join(denied)}",
-                        denied,
-                    ),
-                    denied=list(denied),
-                    subscriptionType=stype.value,
-                )
-        if decision_filter is None:
+            return sub.filter, 1, ()
+        decision = self.perms.authorize_vehicles(sub.filter, self.rt.registry, self.rt.geozones)
+        return decision.filter, decision.count, decision.denied
+
+    def on_subscribe(self, msg: Subscribe) -> None:
+        stype = msg.subscription_type
+        allowed, count, denied = self.authorize(Subscription(stype, msg.filter))
+        if denied:
+            self.error(
+                SubscriptionDenied(f"no access to: {', '.join(denied)}", denied),
+                denied=list(denied),
+                subscriptionType=stype.value,
+            )
+        if allowed is None:
             return
-        keys = self.subs.add(Subscription(stype, decision_filter))
+        keys = self.subs.add(Subscription(stype, allowed))
         self.rt.hub.subscribe(self, keys)
         self.push(encode_subscribed(stype, count))
+        if keys:
+            self.save_state_soon()
 
     async def on_get_state(self, msg: GetState) -> None:
         registry = self.rt.registry
@@ -345,6 +437,11 @@ class Session:
                 SubscriptionDenied(f"no access to vehicles: {', '.join(denied)}", tuple(denied)),
                 denied=denied,
             )
+        self.push(await self.position_snapshot(wanted))
+
+    async def position_snapshot(self, wanted: list[str]) -> bytes:
+        """One positionBatch with the latest known position, status and sensors of `wanted`."""
+        registry = self.rt.registry
         latest = await self.rt.bus.last_positions(wanted)
         offline_ms = self.rt.settings.offline_after_s * 1000
         now = now_ms()
@@ -369,7 +466,7 @@ class Session:
                 )
             )
         # eventId 0: a state snapshot is not a point in the event stream.
-        self.push(encode_position_batch(0, fragments))
+        return encode_position_batch(0, fragments)
 
 
 # ---------------------------------------------------------------- aiohttp handler
@@ -421,6 +518,6 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     await ws.prepare(request)
-    session = Session(rt, user, ws, info)
+    session = Session(rt, user, ws, info, device=request.query.get("device"))
     await session.run(last_event_id)
     return ws

@@ -1,22 +1,30 @@
 -- Atomically: take the next global eventIds for a batch, send each instance its records
 -- on ws:deliver:{instanceId}, mirror last positions, and drop duplicates.
+-- and append replayable events to their bounded history streams.
 -- KEYS[1] = event id counter, KEYS[2] = last-position hash
--- ARGV = n, dedupe TTL (s), then per item: ntargets, target..., vehicleId ('' for none),
---        dedupe id ('' for none), payload
+-- ARGV = n, dedupe TTL (s), history cap (entries per stream), history TTL (s), then per item:
+--        ntargets, target..., vehicleId ('' for none), dedupe id ('' for none),
+--        nhistory, history stream..., payload
+-- History entries use the eventId as their stream id, so "everything after N" is one XRANGE.
+-- When a stream is trimmed past its cap, '<stream>:floor' keeps the highest trimmed id, so a
+-- reader can tell that events after its lastEventId may be gone.
 -- An item whose dedupe id was seen within the TTL (the same event from Kafka and from a
 -- Redis channel, or from two instances) gets no eventId: 0 in the returned list.
 -- Each delivery message is lines of "<eventId> <payload>\n" in increasing eventId order.
 local n = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local history_ttl = tonumber(ARGV[4])
 local ids = {}
 local per_target = {}
 local order = {}
-local i = 3
+local i = 5
 for k = 1, n do
   local nt = tonumber(ARGV[i])
   local vehicle = ARGV[i + nt + 1]
   local dedupe = ARGV[i + nt + 2]
-  local payload = ARGV[i + nt + 3]
+  local nh = tonumber(ARGV[i + nt + 3])
+  local payload = ARGV[i + nt + nh + 4]
   local fresh = true
   if dedupe ~= '' then
     fresh = redis.call('SET', 'ws:dedupe:' .. dedupe, '1', 'NX', 'EX', ttl) ~= false
@@ -38,10 +46,22 @@ for k = 1, n do
     if vehicle ~= '' then
       redis.call('HSET', KEYS[2], vehicle, id .. ' ' .. payload)
     end
+    for h = 1, nh do
+      local stream = ARGV[i + nt + 3 + h]
+      redis.call('XADD', stream, id .. '-0', 'e', payload)
+      local len = redis.call('XLEN', stream)
+      if len > cap then
+        local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - cap)
+        redis.call('SET', stream .. ':floor', string.match(old[#old][1], '^(%d+)'),
+          'EX', history_ttl)
+        redis.call('XTRIM', stream, 'MAXLEN', cap)
+      end
+      redis.call('EXPIRE', stream, history_ttl)
+    end
   else
     ids[k] = 0
   end
-  i = i + nt + 4
+  i = i + nt + nh + 5
 end
 for _, target in ipairs(order) do
   redis.call('PUBLISH', 'ws:deliver:' .. target, table.concat(per_target[target]))
