@@ -226,17 +226,23 @@ def extract_token(
     Empty values are skipped. Header names are matched case-insensitively, so a plain dict works
     as well as aiohttp's `CIMultiDictProxy` (which yields the first of repeated headers).
     """
+    offered, subprotocol = _from_subprotocol(headers)
+    # A browser that offered the bearer subprotocol fails the connection unless it is echoed,
+    # even when the token also came another way.
     token = query.get("token")
     if token:
-        return token, None
+        return token, subprotocol
 
     authorization = _header(headers, "Authorization")
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() == "bearer" and value:
-            return value, None
+            return value, subprotocol
+    return offered, subprotocol
 
+
+def _from_subprotocol(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     protocols = _header(headers, "Sec-WebSocket-Protocol")
     if protocols:
         entries = [e.strip() for e in protocols.split(",")]

@@ -130,14 +130,6 @@ async def test_valid_token_is_accepted(
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: tracker_ws/auth.py extract_token returns (query token, None) before looking at "
-        "Sec-WebSocket-Protocol, so an offered `bearer` subprotocol is not echoed when the "
-        "token is also in ?token= (browsers then fail the handshake)"
-    ),
-)
 async def test_offered_bearer_subprotocol_is_echoed_when_query_also_has_the_token(
     worker: Worker,
 ) -> None:

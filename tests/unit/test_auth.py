@@ -412,9 +412,11 @@ def test_extract_subprotocol_without_token(value: str) -> None:
 
 def test_extract_precedence() -> None:
     headers = {"Authorization": "Bearer header", "Sec-WebSocket-Protocol": "bearer, proto"}
-    assert extract_token({"token": "query"}, headers) == ("query", None)
-    assert extract_token({}, headers) == ("header", None)
-    assert extract_token({"token": ""}, headers) == ("header", None)
+    # The token comes from the first source; an offered bearer subprotocol is always echoed.
+    assert extract_token({"token": "query"}, headers) == ("query", "bearer")
+    assert extract_token({}, headers) == ("header", "bearer")
+    assert extract_token({"token": ""}, headers) == ("header", "bearer")
+    assert extract_token({"token": "query"}, {"Authorization": "Bearer h"}) == ("query", None)
     assert extract_token({}, {"Sec-WebSocket-Protocol": "bearer, proto"}) == ("proto", "bearer")
     assert extract_token({}, {}) == (None, None)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 from aiohttp import WSMsgType, web
 
-from tracker_ws.auth import extract_token
+from tracker_ws.auth import LEEWAY_S, extract_token
 from tracker_ws.bus.base import ConnectionEntry
 from tracker_ws.domain import envelope
 from tracker_ws.domain.batching import Outbox
@@ -270,7 +270,8 @@ class Session:
         with contextlib.suppress(Exception):  # Redis away: the connection still works
             await rt.bus.register_connection(entry)
         if self.user.expires_at:
-            delay = max(0.0, self.user.expires_at - time.time())
+            # The same leeway the verifier allowed at connect time (clock skew).
+            delay = max(0.0, self.user.expires_at + LEEWAY_S - time.time())
             self._expiry = loop.call_later(
                 delay, self.close_soon, CLOSE_TOKEN_EXPIRED, "token expired"
             )
