@@ -295,12 +295,6 @@ async def test_redis_outage_degrades_health_and_recovers_without_restart(
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the eventId counter lives only in the Redis key ws:event_id; a Redis that "
-    "comes back empty restarts it at 1, so eventIds go backwards for live clients "
-    "(ARCHITECTURE §3: global, strictly increasing)",
-)
 async def test_event_ids_keep_increasing_for_a_client_living_through_a_redis_restart(
     outage_stack: tuple[devstack.RedisServer, Worker], fleet: FleetDriver
 ) -> None:

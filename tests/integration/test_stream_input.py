@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -270,11 +269,6 @@ async def test_malformed_registry_record_is_skipped_and_next_one_registers(
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: positions agent compares the raw message key with the canonical (lower-case) "
-    "vehicleId, so an upper-case UUID key equal to its own vehicleId is dead-lettered",
-)
 async def test_uppercase_uuid_key_equal_to_its_vehicle_id_is_accepted(
     worker: Worker, fleet: FleetDriver, topics: str
 ) -> None:

@@ -20,6 +20,9 @@ class WsClient:
         self.received: list[Msg] = []  # every text message, in order
         self._cursor = 0
         self.closed_code: int | None = None
+        # The code in the peer's close frame (RFC 6455 §7.1.5). aiohttp's close_code turns
+        # 1006 when the peer drops TCP before our close reply is written.
+        self.close_frame_code: int | None = None
 
     @classmethod
     async def connect(
@@ -62,6 +65,8 @@ class WsClient:
             data: Msg = orjson.loads(msg.data)
             self.received.append(data)
             return data
+        if msg.type is aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
+            self.close_frame_code = msg.data
         if msg.type in (
             aiohttp.WSMsgType.CLOSE,
             aiohttp.WSMsgType.CLOSED,

@@ -60,6 +60,7 @@ class RedisBus(Bus):
         self._publish = self.client.register_script(load_lua("publish.lua"))
         self._cleanup = self.client.register_script(load_lua("cleanup.lua"))
         self._listener: asyncio.Task[None] | None = None
+        self.max_seen = 0  # highest eventId published or received: the counter's floor
         self._connected = False
         self.channel = f"ws:deliver:{instance_id}"
         # One pub/sub connection for all three: Redis keeps their messages in PUBLISH order.
@@ -98,7 +99,10 @@ class RedisBus(Bus):
                         continue
                     channel = msg["channel"]
                     if channel == deliver:
-                        on_deliver(parse_delivery(msg["data"]))
+                        records = parse_delivery(msg["data"])
+                        if records:
+                            self.max_seen = max(self.max_seen, records[-1][0])
+                        on_deliver(records)
                     elif channel == control:
                         self._on_control(msg["data"])
                     else:
@@ -126,7 +130,7 @@ class RedisBus(Bus):
     async def publish(self, items: Sequence[Outgoing]) -> list[int]:
         if not items:
             return []
-        args: list[Any] = [len(items), DEDUPE_TTL_S, HISTORY_CAP, HISTORY_TTL_S]
+        args: list[Any] = [len(items), DEDUPE_TTL_S, HISTORY_CAP, HISTORY_TTL_S, self.max_seen]
         for item in items:
             args.append(len(item.targets))
             args.extend(item.targets)
@@ -135,8 +139,11 @@ class RedisBus(Bus):
             args.append(len(item.history))
             args.extend(item.history)
             args.append(item.payload)
-        ids = await self._publish(keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY], args=args)
-        return [int(i) for i in ids]
+        ids = [
+            int(i) for i in await self._publish(keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY], args=args)
+        ]
+        self.max_seen = max(self.max_seen, *ids)
+        return ids
 
     async def last_positions(self, vehicle_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
         ids = list(vehicle_ids)

@@ -56,7 +56,7 @@ def parse_gps_event(value: Any, key: str | None = None) -> GpsFix:
     if not isinstance(value, dict):
         raise InvalidEvent("gps event must be a JSON object")
     vid = uuid_str(value.get("vehicleId"), "vehicleId", InvalidEvent)
-    if key is not None and key != vid:
+    if key is not None and key.lower() != vid:
         raise InvalidEvent(f"message key {key!r:.60} does not match vehicleId {vid}")
     try:
         ts = parse_timestamp_ms(value.get("timestamp"))
@@ -130,7 +130,7 @@ def parse_geo_event(value: Any, key: str | None = None) -> tuple[dict[str, Any],
     if not isinstance(value, dict):
         raise InvalidEvent("geo event must be a JSON object")
     vid = uuid_str(value.get("vehicleId"), "vehicleId", InvalidEvent)
-    if key is not None and key != vid:
+    if key is not None and key.lower() != vid:
         raise InvalidEvent(f"message key {key!r:.60} does not match vehicleId {vid}")
     event_type = value.get("eventType")
     if event_type not in ("entered", "exited"):

@@ -2,7 +2,8 @@
 -- on ws:deliver:{instanceId}, mirror last positions, and drop duplicates.
 -- and append replayable events to their bounded history streams.
 -- KEYS[1] = event id counter, KEYS[2] = last-position hash
--- ARGV = n, dedupe TTL (s), history cap (entries per stream), history TTL (s), then per item:
+-- ARGV = n, dedupe TTL (s), history cap (entries per stream), history TTL (s), id floor,
+--        then per item:
 --        ntargets, target..., vehicleId ('' for none), dedupe id ('' for none),
 --        nhistory, history stream..., payload
 -- History entries use the eventId as their stream id, so "everything after N" is one XRANGE.
@@ -15,10 +16,20 @@ local n = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local history_ttl = tonumber(ARGV[4])
+local floor = tonumber(ARGV[5])
 local ids = {}
 local per_target = {}
 local order = {}
-local i = 5
+local i = 6
+-- A Redis that lost its data (restart without persistence, failover to a stale replica) must
+-- not restart eventIds at 1: clients compare them. Start again above both the highest id the
+-- calling instance has seen and the clock in milliseconds.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if redis.replicate_commands then redis.replicate_commands() end
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('SET', KEYS[1], math.max(floor, now_ms))
+end
 for k = 1, n do
   local nt = tonumber(ARGV[i])
   local vehicle = ARGV[i + nt + 1]
