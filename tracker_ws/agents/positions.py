@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 Router = Callable[[Iterable[str], int], list[str]]
 
 
+TAKE_MAX = 1000
+TAKE_WITHIN_S = 0.002
+TABLE_EVERY_S = 10.0
+
+
 def table_router(rt: Runtime, tables: Tables) -> Router:
     """Routes by the `subscriptions` table (local dictionary reads, no network), plus this
     instance's own index, which knows about a new local subscriber before the table does."""
@@ -89,53 +94,92 @@ def install(
     offline_announced: set[str] = set()
     partitions = rt.settings.partitions
 
-    async def positions(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            msg = event.message
+    # The newest state per vehicle lives here; the changelog-backed table gets it when the
+    # status changes or every TABLE_EVERY_S, which is all a new partition owner needs
+    # (still-since and status) and spares a changelog message per fix.
+    hot: dict[str, dict[str, Any]] = {}
+    written: dict[str, float] = {}
+    outcomes = {
+        k: metrics.stream_events.labels(metrics.instance, GPS_EVENTS, k)
+        for k in ("ok", "invalid", "out_of_order", "unregistered")
+    }
+    processing = metrics.processing.labels("gps")
+
+    def latest(vid: str) -> dict[str, Any] | None:
+        mine = hot.get(vid)
+        table: dict[str, Any] | None = last_positions.get(vid)
+        if mine is None or (table is not None and table["env"]["ts"] > mine["env"]["ts"]):
+            return table  # a partition that came back to us: the table knows better
+        return mine
+
+    def handle(key: bytes | None, raw: bytes | None, partition: int, now: float) -> str:
+        try:
+            fix = parse_gps_event(load_json(raw), key.decode() if key else None)
+        except UnicodeDecodeError:
+            raise InvalidEvent("key is not UTF-8") from None
+        vid = fix.vehicle_id
+        prev = latest(vid)
+        if prev is not None and prev["env"]["ts"] > fix.timestamp_ms:
+            return "out_of_order"
+        vehicle = rt.registry.get(vid)
+        if vehicle is None:
+            return "unregistered"
+        still = next_still_since(prev["still"] if prev else None, fix)
+        status = derive_status(fix, still, int(now * 1000), offline_s)
+        env = envelope.position_envelope(fix, vehicle, status)
+        state = {"env": env, "still": still}
+        hot[vid] = state
+        if (
+            prev is None
+            or prev["env"]["s"] != env["s"]
+            or now - written.get(vid, 0) >= TABLE_EVERY_S
+        ):
+            # use_partitioner: the table key is the vehicleId, as in gps-events.
+            last_positions[vid] = state
+            written[vid] = now
+        offline_announced.discard(vid)
+        keys = position_keys(vid, vehicle.company_id, vehicle.group_ids, rt.geozones.zones_of(vid))
+        publisher.add(Outgoing(route(keys, partition), envelope.encode(env), vehicle_id=vid))
+        return "ok"
+
+    async def positions(stream: Any) -> None:  # faust.Stream; take_events is not in StreamT
+        # Batches of events (one Redis round trip per batch); `within` bounds the wait.
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             started = time.perf_counter()
-            try:
-                value = load_json(event.value)
-                fix = parse_gps_event(value, event.key.decode() if event.key else None)
-            except (InvalidEvent, UnicodeDecodeError) as exc:
-                reason = exc.message if isinstance(exc, InvalidEvent) else "key is not UTF-8"
-                metrics.stream(GPS_EVENTS, "invalid")
-                await topics.gps_dlq.send(
-                    key=event.key,
-                    value=dead_letter(
-                        reason, event.key, event.value, msg.topic, msg.partition, msg.offset
-                    ),
-                )
-                continue
-            vid = fix.vehicle_id
-            prev = last_positions.get(vid)
-            if prev is not None and prev["env"]["ts"] > fix.timestamp_ms:
-                metrics.stream(GPS_EVENTS, "out_of_order")
-                continue
-            still = next_still_since(prev["still"] if prev else None, fix)
-            status = derive_status(fix, still, int(time.time() * 1000), offline_s)
-            vehicle = rt.registry.get(vid)
-            if vehicle is None:
-                metrics.stream(GPS_EVENTS, "unregistered")
-                continue
-            env = envelope.position_envelope(fix, vehicle, status)
-            last_positions[vid] = {"env": env, "still": still}
-            offline_announced.discard(vid)
-            keys = position_keys(
-                vid, vehicle.company_id, vehicle.group_ids, rt.geozones.zones_of(vid)
-            )
-            targets = route(keys, msg.partition)
-            publisher.add(Outgoing(targets, envelope.encode(env), vehicle_id=vid))
-            metrics.stream(GPS_EVENTS, "ok")
-            metrics.processing.labels("gps").observe(time.perf_counter() - started)
+            now = time.time()
+            for event in batch:
+                msg = event.message
+                try:
+                    outcome = handle(event.key, event.value, msg.partition, now)
+                except InvalidEvent as exc:
+                    outcome = "invalid"
+                    await topics.gps_dlq.send(
+                        key=event.key,
+                        value=dead_letter(
+                            exc.message,
+                            event.key,
+                            event.value,
+                            msg.topic,
+                            msg.partition,
+                            msg.offset,
+                        ),
+                    )
+                outcomes[outcome].inc()
+            processing.observe((time.perf_counter() - started) / max(1, len(batch)))
 
     agent = app.agent(topics.gps, name="tracker_ws.positions")(positions)
 
     async def offline_sweep() -> None:
         """A vehicle that stops reporting turns `offline` without a new fix to say so."""
         now = time.time() * 1000
-        for vid, entry in list(last_positions.items()):
+        owned = set(rt.assigned_partitions())
+        # What the table holds (vehicles of partitions we took over) and what we saw since.
+        states = {**dict(last_positions.items()), **hot}
+        for vid, entry in states.items():
             if entry is None or vid in offline_announced:
                 continue
+            if partition_of(vid, partitions) not in owned:
+                continue  # its new owner announces it
             env = entry["env"]
             if now - env["ts"] <= offline_s * 1000 or env["s"] == VehicleStatus.OFFLINE.value:
                 continue

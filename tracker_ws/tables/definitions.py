@@ -73,6 +73,9 @@ def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
             default=None,
             partitions=partitions,
             key_type=str,
+            # Keyed by vehicleId like gps-events, so the default partitioner puts each entry on
+            # its vehicle's partition: writes need no current event (batched agent, timers).
+            use_partitioner=True,
         ),
         subscriptions=app.Table(
             "subscriptions",
