@@ -250,10 +250,9 @@ def cluster3(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[Cluste
     redis_db = redis_url.rsplit("/", 1)[0] + "/1"
     redis_sync.Redis.from_url(redis_db).flushdb()
     cluster = start_cluster(
-        3, broker_url=topics, redis_base_url=redis_url, log_dir=devstack_dir, db=1
+        3, broker_url=topics, redis_base_url=redis_url, log_dir=devstack_dir, db=1, parallel=True
     )
     try:
         yield cluster
     finally:
-        for w in cluster.workers:
-            w.stop()
+        cluster.stop()

@@ -31,11 +31,16 @@ class Janitor:
         self.announcer = announcer
         self._last_touch = time.monotonic()
         self.cleaned: list[str] = []
+        self._registered = False
+        self.rebuilds = 0
 
     async def tick(self) -> None:
         rt = self.rt
         try:
+            if self._registered and not await rt.bus.is_registered():
+                await self.rebuild()
             await rt.bus.heartbeat(LIVENESS_TTL_S)
+            self._registered = True
             live, dead = await rt.bus.instances()
         except Exception as exc:
             log.warning("liveness check failed: %s", exc)
@@ -57,11 +62,27 @@ class Janitor:
             self._last_touch = now
             await self.touch_last_seen()
 
-    async def touch_last_seen(self) -> None:
+    async def rebuild(self) -> None:
+        """The cluster forgot this instance (Redis came back empty, or survivors took it for
+        dead and cleaned it up): register its connections again, announce its interest
+        again and save every session's state again."""
+        rt = self.rt
+        self.rebuilds += 1
+        log.warning(
+            "instance %s was forgotten by the cluster: re-registering %d connections",
+            rt.settings.instance_id,
+            len(rt.hub.sessions),
+        )
+        await rt.bus.register_connections(self._entries())
+        self.announcer.on_interest(rt.hub.index.keys(), [])
+        for session in rt.hub.sessions.values():
+            session.save_state_soon()
+
+    def _entries(self) -> list[ConnectionEntry]:
         rt = self.rt
         wall_now = time.time()
         mono_now = time.monotonic()
-        entries = [
+        return [
             ConnectionEntry(
                 s.conn_id,
                 s.user.user_id,
@@ -71,8 +92,11 @@ class Janitor:
             )
             for s in rt.hub.sessions.values()
         ]
+
+    async def touch_last_seen(self) -> None:
+        rt = self.rt
         try:
-            await rt.bus.touch_connections(entries)
+            await rt.bus.touch_connections(self._entries())
             # The saved state of a live connection outlives it by the recovery window.
             await rt.bus.refresh_states(
                 [s.state_key for s in rt.hub.sessions.values()], rt.settings.state_ttl_s

@@ -171,10 +171,13 @@ class TrackerWebSocket {
 // ---------------------------------------------------------------- driver -------------------
 // Config: JSON in argv[2] or TRACKER_CLIENT_CONFIG:
 //   {"token": "...", "vehicleIds": ["uuid", ...], "durationMs": 30000, "raw": true,
-//    "stopOnStdinEnd": false}
+//    "stopOnStdinEnd": false,
+//    "subscriptions": [{"subscriptionType": "geoEvents", "filter": {"type": "all"}}, ...]}
+// `subscriptions`, when given, replaces the default single `vehicles` subscription (byIds of
+// `vehicleIds`, or all).
 // stdout: one JSON object per line: {"cb": ...} per callback, {"raw": message} per message,
-// {"out": message, "open": bool} per send() call, {"ready": true} once `subscribed` arrived,
-// {"done": ...} at the end. The class's console output goes to stderr.
+// {"out": message, "open": bool} per send() call, {"ready": true} once every subscription was
+// answered `subscribed`, {"done": ...} at the end. The class's console output goes to stderr.
 
 const config = JSON.parse(process.argv[2] || process.env.TRACKER_CLIENT_CONFIG || '{}');
 const token = config.token || process.env.TRACKER_WS_TOKEN;
@@ -194,6 +197,7 @@ const ws = new TrackerWebSocket(token);
 let currentEventId = null; // eventId of the message whose callbacks are running
 let ready = false;
 let finished = false;
+let subscribedCount = 0;
 
 // Hooks from outside: wrap the instance's handleMessage and send (the class calls both
 // through `this`, so instance properties take precedence over the prototype methods).
@@ -204,7 +208,8 @@ ws.handleMessage = (message) => {
   currentEventId = message.eventId;
   seedHandleMessage(message);
   currentEventId = null;
-  if (message.type === 'subscribed' && !ready) {
+  if (message.type === 'subscribed') subscribedCount += 1;
+  if (message.type === 'subscribed' && !ready && subscribedCount >= wanted.length) {
     ready = true;
     emit({ ready: true, t });
   }
@@ -246,7 +251,10 @@ ws.connect();
 // so send() drops the frame; it is kept in this.subscriptions and sent by restoreSubscriptions()
 // from onopen (the `out` lines show both).
 const ids = config.vehicleIds || [];
-ws.subscribe('vehicles', ids.length ? { type: 'byIds', ids } : { type: 'all' });
+const wanted = config.subscriptions || [
+  { subscriptionType: 'vehicles', filter: ids.length ? { type: 'byIds', ids } : { type: 'all' } },
+];
+wanted.forEach((s) => ws.subscribe(s.subscriptionType, s.filter));
 
 setTimeout(() => finish('duration'), config.durationMs ?? 30000);
 if (config.stopOnStdinEnd) {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.support.client import Msg, WsClient
-from tests.support.fleet import Company, FleetDriver, wait_registry
+from tests.support.fleet import Company, FleetDriver, new_id, wait_registry
 from tracker_ws.devstack import Worker
 
 Position = dict[str, Any]
@@ -87,3 +87,50 @@ async def registered_company(
 
 def ts_now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def peers_deliver_to(
+    worker: Worker, other: Worker, events: Any, *, run: int = 20, timeout: float = 40.0
+) -> float:
+    """Wait until a (re)started `worker` gets the events its peers publish: `run` notifications
+    in a row, published on Redis (every instance races to publish each one), reach a client on
+    it and a client on `other`. Returns the seconds it took.
+
+    Needed because a peer routes replayable events to the instances it last saw alive (BUG-2,
+    tests/integration/test_rolling.py); harmless once that is fixed. `events` is a
+    tests.support.fleet.EventSource."""
+    from tests.support.client import SeedLikeClient
+    from tests.support.fleet import marker_of
+
+    company = Company()
+    user = new_id()
+    token = company.token(user)
+    subs: list[tuple[str, dict[str, Any]]] = [("notifications", {"type": "all"})]
+    probe = SeedLikeClient(token, subs, name=f"probe@{worker.instance_id}")
+    watch = SeedLikeClient(token, subs, name="watch", query="device=watch")
+    started = time.monotonic()
+
+    def has(client: SeedLikeClient, marker: str) -> bool:
+        return any(marker_of(m) == marker for m in client.messages())
+
+    try:
+        for client, w in ((probe, worker), (watch, other)):
+            await client.open(w.ws_url)
+            await client.wait_for(
+                lambda c=client: any(m["type"] == "subscribed" for m in c.messages()), 10
+            )
+        streak = 0
+        while streak < run:
+            assert time.monotonic() - started < timeout, f"{worker.instance_id} misses events"
+            ev = await events.notification(user, source="redis")
+            try:
+                for client in (watch, probe):
+                    await client.wait_for(lambda c=client, ev=ev: has(c, ev.marker), 1.0)
+                streak += 1
+            except AssertionError:
+                streak = 0
+    finally:
+        await probe.shutdown()
+        await watch.shutdown()
+    return time.monotonic() - started
+

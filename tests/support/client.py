@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -156,3 +157,193 @@ class WsClient:
 
 async def gather_close(*clients: WsClient) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+# --------------------------------------------------------------------------------------------
+# A client that reconnects like the seed §8 JS client (recovery and rolling-restart tests)
+
+REPLAYABLE_TYPES = frozenset({"notification", "geoEvent", "systemAlert"})
+
+
+def is_replayable(msg: Msg) -> bool:
+    """Geo events, notifications (incl. maintenance) and alerts with a real eventId: the
+    events a reconnect must replay (a drain alert carries eventId 0 and is not one)."""
+    return msg.get("type") in REPLAYABLE_TYPES and int(msg.get("eventId") or 0) > 0
+
+
+class ConnectFailed(Exception):
+    """Refused (HTTP error, connection refused) or closed before `connected` arrived."""
+
+    def __init__(self, why: str, close_code: int | None = None) -> None:
+        super().__init__(why)
+        self.close_code = close_code
+
+
+class Connection:
+    """One WebSocket connection of a SeedLikeClient and everything it received."""
+
+    def __init__(self, url: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.url = url
+        self.ws = ws
+        self.messages: list[tuple[float, Msg]] = []  # (monotonic arrival, message)
+        self.hello: Msg | None = None
+        self.close_code: int | None = None
+        self.closed_at: float | None = None
+        self.done = asyncio.Event()  # the reader has seen the end of the connection
+        self._hello_or_done = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> bool:
+        return not self.done.is_set()
+
+    def abort(self) -> None:
+        """A network cut: drop the TCP connection, no close frame."""
+        self.ws._writer.transport.abort()  # aiohttp has no public handle on the transport
+
+
+class SeedLikeClient:
+    """Behaves like the seed's TrackerWebSocket across reconnects: remembers max(eventId) of
+    everything it received, connects with `lastEventId=` that, and re-sends all its subscribe
+    messages on every open. Every connection keeps what it received with arrival times; one
+    reader task per connection. `pause()` stops reading (a slow consumer), `resume()` goes on.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        subscriptions: list[tuple[str, Msg]],
+        *,
+        name: str = "",
+        query: str = "",
+    ) -> None:
+        self.token = token
+        self.subscriptions = subscriptions
+        self.name = name
+        self.query = query
+        self.connections: list[Connection] = []
+        self.last_event_id = 0
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._changed = asyncio.Event()  # set on every message and every connection end
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def conn(self) -> Connection:
+        return self.connections[-1]
+
+    def messages(self) -> list[Msg]:
+        """Every message of every connection, in arrival order."""
+        return [m for c in self.connections for _, m in c.messages]
+
+    async def open(self, ws_url: str, timeout: float = 10.0) -> Msg:
+        """Connect (with lastEventId once it saw one), wait for `connected`, send the
+        subscribes; returns `connected`. Raises ConnectFailed."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        url = f"{ws_url}?token={self.token}"
+        if self.last_event_id:
+            url += f"&lastEventId={self.last_event_id}"
+        if self.query:
+            url += "&" + self.query
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await self._session.ws_connect(url, autoping=True)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
+        conn = Connection(url, ws)
+        self.connections.append(conn)
+        conn.task = asyncio.get_running_loop().create_task(self._read(conn))
+        try:
+            async with asyncio.timeout(timeout):
+                await conn._hello_or_done.wait()
+        except TimeoutError:
+            conn.abort()
+            raise ConnectFailed("no `connected` message") from None
+        if conn.hello is None:
+            raise ConnectFailed(f"closed ({conn.close_code}) before `connected`", conn.close_code)
+        for stype, flt in self.subscriptions:
+            await self.send({"type": "subscribe", "subscriptionType": stype, "filter": flt})
+        return conn.hello
+
+    async def send(self, msg: Msg) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.conn.ws.send_str(orjson.dumps(msg).decode())
+
+    async def _read(self, conn: Connection) -> None:
+        ws = conn.ws
+        try:
+            while True:
+                await self._reading.wait()
+                msg = await ws.receive()
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    data: Msg = orjson.loads(msg.data)
+                    conn.messages.append((time.monotonic(), data))
+                    self.last_event_id = max(self.last_event_id, int(data.get("eventId") or 0))
+                    if data.get("type") == "connected" and conn.hello is None:
+                        conn.hello = data
+                        conn._hello_or_done.set()
+                    self._changed.set()
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
+                    break
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            conn.close_code = ws.close_code if ws.close_code is not None else 1006
+            conn.closed_at = time.monotonic()
+            conn.done.set()
+            conn._hello_or_done.set()
+            self._changed.set()
+
+    def pause(self) -> None:
+        self._reading.clear()
+
+    def resume(self) -> None:
+        self._reading.set()
+
+    async def wait_closed(self, timeout: float = 15.0) -> int | None:
+        async with asyncio.timeout(timeout):
+            await self.conn.done.wait()
+        return self.conn.close_code
+
+    async def wait_for(
+        self, pred: Callable[[], bool], timeout: float = 10.0, what: str = ""
+    ) -> None:
+        """Until `pred()` holds; re-checked whenever a message arrives or a connection ends."""
+        deadline = time.monotonic() + timeout
+        while not pred():
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._changed.wait()
+            except TimeoutError:
+                if pred():
+                    return
+                raise AssertionError(
+                    f"{self.name}: timed out after {timeout:g}s waiting for {what or pred}"
+                ) from None
+
+    async def close(self) -> None:
+        """A clean close by the client (1000); the reader sees it end."""
+        if self.connections and self.conn.open:
+            with contextlib.suppress(Exception):
+                await self.conn.ws.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.conn.done.wait()
+
+    async def shutdown(self) -> None:
+        await self.close()
+        for c in self.connections:
+            if c.task is not None and not c.task.done():
+                c.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await c.task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -103,3 +103,138 @@ def wait_registry(worker: Worker, at_least: int, timeout: float = 15.0) -> None:
         timeout,
         what=f"worker registry to reach {at_least} vehicles",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Replayable events (geo events, notifications, maintenance events, system alerts), produced
+# on their Kafka topics or on the Redis channels `events:{topic}` and remembered, so tests can
+# compute what each subscriber is entitled to.
+
+EVENT_TOPICS = {
+    "notif": "notifications",
+    "geo": "geo-events",
+    "maint": "maintenance-events",
+    "alert": "system-alerts",
+}
+
+
+@dataclass(frozen=True)
+class Replayable:
+    kind: str  # notif | geo | maint | alert
+    marker: str  # notification id, geozone id (geo) or alert message: names it on arrival
+    source: str  # kafka | redis
+    company: str = ""  # geo, maint: the vehicle's company
+    vehicle: str = ""  # geo, maint
+    user: str = ""  # notif: the addressee
+    companies: tuple[str, ...] | None = None  # alert: target companies; None = everyone
+    at: float = 0.0  # monotonic time it was handed to the broker / Redis
+
+
+def marker_of(msg: dict[str, Any]) -> str | None:
+    """The marker of a replayable event frame (None for anything else)."""
+    kind = msg.get("type")
+    if kind == "notification":
+        return str(msg["notification"]["id"])
+    if kind == "geoEvent":
+        return str(msg["event"]["geozoneId"])
+    if kind == "systemAlert" and msg.get("eventId"):
+        return str(msg["message"])
+    return None
+
+
+def entitled(
+    event: Replayable, user: str, company: str, subscriptions: list[tuple[str, dict[str, Any]]]
+) -> bool:
+    """Whether a subscriber (user, company, subscribe messages) must receive `event`."""
+    for stype, flt in subscriptions:
+        covers = flt.get("type") == "all" or event.vehicle in flt.get("ids", ())
+        same_company = event.company == company
+        if (
+            (event.kind == "notif" and stype == "notifications" and event.user == user)
+            or (event.kind == "geo" and stype == "geoEvents" and same_company and covers)
+            or (event.kind == "maint" and stype == "maintenance" and same_company and covers)
+            or (
+                event.kind == "alert"
+                and stype == "systemAlerts"
+                and (event.companies is None or company in event.companies)
+            )
+        ):
+            return True
+    return False
+
+
+class EventSource:
+    """Publishes replayable events through Kafka (`producer`) or Redis (`redis`, a
+    redis.asyncio client) and remembers each one in `published`."""
+
+    def __init__(self, producer: AIOKafkaProducer, redis: Any) -> None:
+        self.producer = producer
+        self.redis = redis
+        self.published: list[Replayable] = []
+        self._ts = 0
+
+    def _stamp(self) -> int:
+        self._ts = max(int(time.time() * 1000), self._ts + 1)
+        return self._ts
+
+    async def _send(self, event: Replayable, key: str | None, value: dict[str, Any]) -> Replayable:
+        topic = EVENT_TOPICS[event.kind]
+        raw = orjson.dumps(value)
+        if event.source == "kafka":
+            await self.producer.send_and_wait(topic, key=key.encode() if key else None, value=raw)
+        else:
+            await self.redis.publish(f"events:{topic}", raw)
+        event = Replayable(**{**event.__dict__, "at": time.monotonic()})
+        self.published.append(event)
+        return event
+
+    async def notification(self, user: str, *, source: str, pad: int = 0) -> Replayable:
+        """`pad` > 0 makes it about that many bytes (a big one, to fill a slow socket)."""
+        marker = new_id()
+        data = {f"k{i}": "x" * 4000 for i in range(pad // 4000)}
+        value = {
+            "userId": user,
+            "notification": {
+                "id": marker,
+                "title": "Speeding",
+                "body": "Truck exceeded the limit: 95 km/h",
+                "category": "speed",
+                "priority": "high",
+                "data": data,
+            },
+        }
+        return await self._send(Replayable("notif", marker, source, user=user), user, value)
+
+    async def geo(self, company: str, vehicle: str, *, source: str) -> Replayable:
+        marker = new_id()  # a geozone of its own: names the event
+        ts = self._stamp()
+        value = {
+            "vehicleId": vehicle,
+            "vehicleName": f"Truck {vehicle[:4]}",
+            "companyId": company,
+            "geozoneId": marker,
+            "geozoneName": "Depot",
+            "eventType": "exited",
+            "position": {"lat": 55.7, "lon": 37.6, "speed": 10, "course": 90, "timestamp": ts},
+            "timestamp": ts,
+        }
+        event = Replayable("geo", marker, source, company=company, vehicle=vehicle)
+        return await self._send(event, vehicle, value)
+
+    async def maintenance(self, company: str, vehicle: str, *, source: str) -> Replayable:
+        marker = new_id()
+        value = {
+            "companyId": company,
+            "vehicleId": vehicle,
+            "id": marker,
+            "title": "Oil change due",
+            "type": "oil-change",
+        }
+        event = Replayable("maint", marker, source, company=company, vehicle=vehicle)
+        return await self._send(event, vehicle, value)
+
+    async def alert(self, companies: list[str] | None, *, source: str) -> Replayable:
+        marker = f"alert {new_id()}"
+        value = {"level": "warning", "message": marker, "targetCompanyIds": companies, "id": marker}
+        targets = tuple(sorted(companies)) if companies else None
+        return await self._send(Replayable("alert", marker, source, companies=targets), None, value)

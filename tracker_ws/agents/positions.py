@@ -139,7 +139,14 @@ def install(
             written[vid] = now
         offline_announced.discard(vid)
         keys = position_keys(vid, vehicle.company_id, vehicle.group_ids, rt.geozones.zones_of(vid))
-        publisher.add(Outgoing(route(keys, partition), envelope.encode(env), vehicle_id=vid))
+        publisher.add(
+            Outgoing(
+                route(keys, partition),
+                envelope.encode(env),
+                vehicle_id=vid,
+                fix_ms=fix.timestamp_ms,
+            )
+        )
         return "ok"
 
     async def positions(stream: Any) -> None:  # faust.Stream; take_events is not in StreamT

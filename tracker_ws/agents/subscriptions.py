@@ -68,10 +68,14 @@ def apply_change(table: Any, partition: int, change: dict[str, Any]) -> None:
 def install(app: faust.App, rt: Runtime, topics: Topics, tables: Tables) -> Any:
     subs = tables.subscriptions
 
+    group = rt.settings.app_id
+
     async def subscription_changes(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             try:
                 change = orjson.loads(event.value)
+                if change.get("g", group) != group:
+                    continue  # another deployment (consumer group) sharing the topic
                 apply_change(subs, event.message.partition, change)
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 rt.metrics.stream(SUBSCRIPTION_CHANGES, "invalid")
@@ -127,7 +131,7 @@ class InterestAnnouncer:
                 self._queue.task_done()
 
     async def _send(self, op: str, instance: str, key: str) -> None:
-        value = orjson.dumps({"op": op, "i": instance, "k": key})
+        value = orjson.dumps({"op": op, "i": instance, "k": key, "g": self.rt.settings.app_id})
         vehicle = vehicle_of(key) if op != RESET else None
         if vehicle is not None:
             # Same key bytes as gps-events: the default partitioner puts it on the

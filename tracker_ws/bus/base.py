@@ -42,6 +42,7 @@ class Outgoing:
     vehicle_id: str | None = None  # set: mirror as this vehicle's last position
     dedupe_id: str | None = None  # set: published at most once per DEDUPE_TTL_S
     history: Sequence[str] = ()  # replayable: append to these history streams
+    fix_ms: int | None = None  # positions: dropped unless newer than the vehicle's last fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,10 @@ class Bus(ABC):
 
     # ------------------------------------------------------------ connection registry
     @abstractmethod
-    async def register_connection(self, entry: ConnectionEntry) -> None: ...
+    async def register_connections(self, entries: Sequence[ConnectionEntry]) -> None: ...
+
+    async def register_connection(self, entry: ConnectionEntry) -> None:
+        await self.register_connections([entry])
 
     @abstractmethod
     async def unregister_connection(self, conn_id: str, user_id: str) -> None: ...
@@ -135,6 +139,11 @@ class Bus(ABC):
     async def user_connections(self, user_id: str) -> list[ConnectionEntry]: ...
 
     # ------------------------------------------------------------ instance liveness
+    @abstractmethod
+    async def is_registered(self) -> bool:
+        """Whether the cluster still lists this instance (false after Redis lost its data,
+        or after survivors took this instance for dead)."""
+
     @abstractmethod
     async def heartbeat(self, ttl_s: float) -> None:
         """Announce this instance alive for `ttl_s` seconds."""

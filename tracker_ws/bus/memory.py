@@ -26,6 +26,7 @@ class MemoryBus(Bus):
         self._handler: DeliveryHandler | None = None
         self._users: dict[str, dict[str, ConnectionEntry]] = {}
         self._seen: dict[str, float] = {}
+        self._last_fix: dict[str, int] = {}
         self._history: dict[str, list[tuple[int, bytes]]] = {}
         self._floor: dict[str, int] = {}
         self._states: dict[str, tuple[bytes, float]] = {}  # key -> (state, expires at)
@@ -42,6 +43,11 @@ class MemoryBus(Bus):
         ids: list[int] = []
         now = time.monotonic()
         for item in items:
+            if item.fix_ms is not None and item.vehicle_id is not None:
+                if self._last_fix.get(item.vehicle_id, -1) >= item.fix_ms:
+                    ids.append(0)
+                    continue
+                self._last_fix[item.vehicle_id] = item.fix_ms
             if item.dedupe_id is not None:
                 seen = self._seen.get(item.dedupe_id)
                 if seen is not None and now - seen < DEDUPE_TTL_S:
@@ -103,8 +109,9 @@ class MemoryBus(Bus):
                 self._states[key] = (self._states[key][0], now + ttl_s)
 
     # One instance: the registry is a dict and this instance is the only one alive.
-    async def register_connection(self, entry: ConnectionEntry) -> None:
-        self._users.setdefault(entry.user_id, {})[entry.conn_id] = entry
+    async def register_connections(self, entries: Sequence[ConnectionEntry]) -> None:
+        for entry in entries:
+            self._users.setdefault(entry.user_id, {})[entry.conn_id] = entry
 
     async def unregister_connection(self, conn_id: str, user_id: str) -> None:
         conns = self._users.get(user_id)
@@ -123,6 +130,9 @@ class MemoryBus(Bus):
 
     async def heartbeat(self, ttl_s: float) -> None:
         return None
+
+    async def is_registered(self) -> bool:
+        return True
 
     async def instances(self) -> tuple[list[str], list[str]]:
         return [self.instance_id], []

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 EVENT_ID_KEY = "ws:event_id"
 LAST_POSITIONS_KEY = "ws:last_positions"
+LAST_FIX_KEY = "ws:last_fix_ms"
 INSTANCES_KEY = "ws:instances"
 INPUT_PREFIX = "events:"
 INPUT_PATTERN = INPUT_PREFIX + "*"
@@ -135,12 +136,16 @@ class RedisBus(Bus):
             args.append(len(item.targets))
             args.extend(item.targets)
             args.append(item.vehicle_id or "")
+            args.append("" if item.fix_ms is None else item.fix_ms)
             args.append(item.dedupe_id or "")
             args.append(len(item.history))
             args.extend(item.history)
             args.append(item.payload)
         ids = [
-            int(i) for i in await self._publish(keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY], args=args)
+            int(i)
+            for i in await self._publish(
+                keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY, LAST_FIX_KEY], args=args
+            )
         ]
         self.max_seen = max(self.max_seen, *ids)
         return ids
@@ -216,12 +221,13 @@ class RedisBus(Bus):
             f"ws:instance:{instance_id}:alive",
         ]
 
-    async def register_connection(self, entry: ConnectionEntry) -> None:
+    async def register_connections(self, entries: Sequence[ConnectionEntry]) -> None:
         conns, users, _, _ = self._instance_keys(self.instance_id)
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(f"ws:conn:user:{entry.user_id}", entry.conn_id, entry.value())
-            pipe.sadd(conns, entry.conn_id)
-            pipe.hset(users, entry.conn_id, entry.user_id)
+            for entry in entries:
+                pipe.hset(f"ws:conn:user:{entry.user_id}", entry.conn_id, entry.value())
+                pipe.sadd(conns, entry.conn_id)
+                pipe.hset(users, entry.conn_id, entry.user_id)
             await pipe.execute()
 
     async def unregister_connection(self, conn_id: str, user_id: str) -> None:
@@ -254,6 +260,9 @@ class RedisBus(Bus):
             pipe.set(f"ws:instance:{self.instance_id}:alive", "1", px=int(ttl_s * 1000))
             pipe.sadd(INSTANCES_KEY, self.instance_id)
             await pipe.execute()
+
+    async def is_registered(self) -> bool:
+        return bool(await self.client.sismember(INSTANCES_KEY, self.instance_id))
 
     async def instances(self) -> tuple[list[str], list[str]]:
         raw = cast(set[bytes], await self.client.smembers(INSTANCES_KEY))

@@ -89,8 +89,9 @@ class Hub:
         geozones: GeozoneState | None = None,
     ) -> None:
         self.metrics = metrics
-        self.registry = registry or VehicleRegistry()
-        self.geozones = geozones or GeozoneState()
+        # `is None`, not `or`: an empty registry is falsy (it has a length).
+        self.registry = registry if registry is not None else VehicleRegistry()
+        self.geozones = geozones if geozones is not None else GeozoneState()
         self.sessions: dict[str, Session] = {}
         self.index: SubscriptionIndex[Session] = SubscriptionIndex()
         self.listeners: list[InterestListener] = []
@@ -155,12 +156,16 @@ class Hub:
             perms = session.perms
             if perms.user.company_id != before.company_id:
                 continue
-            if after is not None and perms.can_see(vid, after.company_id, after.group_ids):
-                continue
+            visible = after is not None and perms.can_see(vid, after.company_id, after.group_ids)
+            after_groups = after.group_ids if after is not None else frozenset()
+            # Lost: a subscription that covered the vehicle before and does not now (a group
+            # it left, or the vehicle out of sight altogether).
             lost = [
                 sub
                 for sub in session.subs.subscriptions()
-                if sub.type in VEHICLE_TYPES and _covers(sub.filter, vid, before.group_ids)
+                if sub.type in VEHICLE_TYPES
+                and _covers(sub.filter, vid, before.group_ids)
+                and not (visible and _covers(sub.filter, vid, after_groups))
             ]
             if not lost:
                 continue
@@ -230,8 +235,10 @@ class Hub:
     def _vehicle_event(
         self, env: dict[str, Any], stype: SubscriptionType, geozone: str | None
     ) -> list[Session]:
-        vid, company = str(env["v"]), str(env["c"])
+        vid = str(env["v"])
         vehicle = self.registry.get(vid)
+        # The registry, not the producer, says whose vehicle it is now.
+        company = vehicle.company_id if vehicle is not None else str(env["c"])
         groups = vehicle.group_ids if vehicle is not None else frozenset()
         out = []
         for conn in self.index.lookup(event_keys(stype, company, vid, groups, geozone)):

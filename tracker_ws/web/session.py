@@ -75,6 +75,7 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_TOKEN_EXPIRED = 4002
 CLOSE_SLOW_CONSUMER = 4009
 CLOSE_KICKED = 4010
+CLOSE_TIMEOUT_S = 5.0
 
 PLATFORMS = frozenset({"web", "mobile", "desktop"})
 
@@ -83,10 +84,13 @@ class Session:
     """Connection state. Slots keep the per-connection footprint small."""
 
     __slots__ = (
+        "_close_request",
         "_closing",
         "_expiry",
         "_held",
         "_idle",
+        "_in_receive",
+        "_reader_task",
         "_save_lock",
         "_wake",
         "_writer",
@@ -145,6 +149,9 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._closing = False
+        self._close_request: tuple[int, str] | None = None
+        self._in_receive = False
+        self._reader_task: asyncio.Task[Any] | None = None
 
     def __hash__(self) -> int:
         return id(self)
@@ -246,14 +253,27 @@ class Session:
         return list(denied)
 
     def close_soon(self, code: int, reason: str) -> None:
+        """Ask the reading task to close: closing from another task while it waits in
+        receive() would make aiohttp drop the TCP connection without the closing handshake,
+        and the client would see 1006 instead of `code`."""
         if self._closing:
             return
         self._closing = True
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._close_request = (code, reason)
+        if self._in_receive and self._reader_task is not None:
+            self._reader_task.cancel()
 
     async def _close(self, code: int, reason: str) -> None:
+        if self._writer is not None and code == CLOSE_SLOW_CONSUMER:
+            # Its writer is stuck on a peer that does not read: no flushing, just go.
+            self._writer.cancel()
         with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=reason.encode())
+            await asyncio.wait_for(
+                self.ws.close(
+                    code=code, message=reason.encode(), drain=code != CLOSE_SLOW_CONSUMER
+                ),
+                CLOSE_TIMEOUT_S,
+            )
 
     # ------------------------------------------------------------ lifecycle
     async def run(self, last_event_id: int | None) -> None:
@@ -332,8 +352,21 @@ class Session:
     async def _read_loop(self) -> None:
         ws = self.ws
         metrics = self.rt.metrics
+        self._reader_task = asyncio.current_task()
         while True:
-            msg = await ws.receive()
+            if self._close_request is not None:
+                await self._close(*self._close_request)
+                break
+            self._in_receive = True
+            try:
+                msg = await ws.receive()
+            except asyncio.CancelledError:
+                if self._close_request is None or self._reader_task is None:
+                    raise  # a real cancellation (shutdown)
+                self._reader_task.uncancel()  # our own wake-up from close_soon
+                continue
+            finally:
+                self._in_receive = False
             self.last_seen = time.monotonic()
             if msg.type is WSMsgType.TEXT:
                 await self.handle_text(msg.data)

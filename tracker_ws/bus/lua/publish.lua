@@ -1,11 +1,14 @@
 -- Atomically: take the next global eventIds for a batch, send each instance its records
 -- on ws:deliver:{instanceId}, mirror last positions, and drop duplicates.
 -- and append replayable events to their bounded history streams.
--- KEYS[1] = event id counter, KEYS[2] = last-position hash
+-- KEYS[1] = event id counter, KEYS[2] = last-position hash, KEYS[3] = last fix time hash
 -- ARGV = n, dedupe TTL (s), history cap (entries per stream), history TTL (s), id floor,
 --        then per item:
---        ntargets, target..., vehicleId ('' for none), dedupe id ('' for none),
---        nhistory, history stream..., payload
+--        ntargets, target..., vehicleId ('' for none), fix time in ms ('' for none),
+--        dedupe id ('' for none), nhistory, history stream..., payload
+-- A position whose fix time is not newer than the vehicle's mirrored one is dropped (0 in the
+-- returned list): after a failover the new partition owner re-reads fixes that were already
+-- published, and they must not go out again, nor move a vehicle back in time.
 -- History entries use the eventId as their stream id, so "everything after N" is one XRANGE.
 -- When a stream is trimmed past its cap, '<stream>:floor' keeps the highest trimmed id, so a
 -- reader can tell that events after its lastEventId may be gone.
@@ -33,12 +36,21 @@ end
 for k = 1, n do
   local nt = tonumber(ARGV[i])
   local vehicle = ARGV[i + nt + 1]
-  local dedupe = ARGV[i + nt + 2]
-  local nh = tonumber(ARGV[i + nt + 3])
-  local payload = ARGV[i + nt + nh + 4]
+  local fix_ms = ARGV[i + nt + 2]
+  local dedupe = ARGV[i + nt + 3]
+  local nh = tonumber(ARGV[i + nt + 4])
+  local payload = ARGV[i + nt + nh + 5]
   local fresh = true
   if dedupe ~= '' then
     fresh = redis.call('SET', 'ws:dedupe:' .. dedupe, '1', 'NX', 'EX', ttl) ~= false
+  end
+  if fresh and fix_ms ~= '' then
+    local previous = redis.call('HGET', KEYS[3], vehicle)
+    if previous and tonumber(previous) >= tonumber(fix_ms) then
+      fresh = false
+    else
+      redis.call('HSET', KEYS[3], vehicle, fix_ms)
+    end
   end
   if fresh then
     local id = redis.call('INCR', KEYS[1])
@@ -58,7 +70,7 @@ for k = 1, n do
       redis.call('HSET', KEYS[2], vehicle, id .. ' ' .. payload)
     end
     for h = 1, nh do
-      local stream = ARGV[i + nt + 3 + h]
+      local stream = ARGV[i + nt + 4 + h]
       redis.call('XADD', stream, id .. '-0', 'e', payload)
       local len = redis.call('XLEN', stream)
       if len > cap then
@@ -72,7 +84,7 @@ for k = 1, n do
   else
     ids[k] = 0
   end
-  i = i + nt + nh + 5
+  i = i + nt + nh + 6
 end
 for _, target in ipairs(order) do
   redis.call('PUBLISH', 'ws:deliver:' .. target, table.concat(per_target[target]))
