@@ -11,14 +11,13 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from types import FrameType
 
 from tracker_ws import devstack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import Settings
-from tracker_ws.simulator import Fleet, sim_id
+from tracker_ws.simulator import Fleet, dev_user_id, sim_id
 from tracker_ws.tables.definitions import topic_plan
 
 DEV_DIR = Path(".dev")
@@ -81,7 +80,7 @@ def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
         )
         procs.append(sim)
         company = sim_id("company", 0)
-        user = str(uuid.uuid5(uuid.NAMESPACE_URL, "tracker-ws-dev-user"))
+        user = dev_user_id()
         token = mint_token(user, company, secret=settings.jwt_secret, roles=["admin"])
         first = fleet.vehicles[0].vehicle_id
         (log_dir / "try.sh").write_text(
