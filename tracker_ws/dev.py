@@ -97,8 +97,8 @@ def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
   Dev token   (company {company}, admin)
   {token}
 
-  Try:  .venv/bin/python -m tracker_ws listen --port {port} --token {token[:12]}… --vehicles {first}
-        (the full command is in {log_dir}/try.sh)
+  Try (prints positions of one vehicle as they arrive; also in {log_dir}/try.sh):
+  .venv/bin/python -m tracker_ws listen --port {port} --vehicles {first} --token {token}
 
   Ctrl-C stops the broker, Redis, worker and simulator.
 """,
