@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     async def start_services() -> None:
         await rt.bus.start(rt.hub.deliver)
         publisher.start()
+        rt.writeback.start()
         announcer.start()
         registry_task = asyncio.get_running_loop().create_task(_supervise(reader.run, "registry"))
         app._tracker_tasks = [registry_task]  # type: ignore[attr-defined]
@@ -169,6 +170,8 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         rt.draining = True
         with contextlib.suppress(Exception):
             await publisher.stop()
+        with contextlib.suppress(Exception):
+            await rt.writeback.stop()
         with contextlib.suppress(Exception):
             announcer.reset(settings.instance_id)
             await asyncio.wait_for(announcer.drain(), 5.0)

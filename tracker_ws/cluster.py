@@ -9,7 +9,9 @@ Until then the dead instance is simply skipped when routing (a PUBLISH to nobody
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tracker_ws.bus.base import ConnectionEntry
@@ -17,6 +19,7 @@ from tracker_ws.bus.base import ConnectionEntry
 if TYPE_CHECKING:
     from tracker_ws.agents.subscriptions import InterestAnnouncer
     from tracker_ws.runtime import Runtime
+    from tracker_ws.web.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ class Janitor:
     def __init__(self, rt: Runtime, announcer: InterestAnnouncer) -> None:
         self.rt = rt
         self.announcer = announcer
-        self._last_touch = time.monotonic()
+        self._cursor = 0
         self.cleaned: list[str] = []
         self._registered = False
         self.rebuilds = 0
@@ -57,10 +60,7 @@ class Janitor:
                 )
                 self.announcer.reset(instance)
                 self.cleaned.append(instance)
-        now = time.monotonic()
-        if now - self._last_touch >= LAST_SEEN_EVERY_S:
-            self._last_touch = now
-            await self.touch_last_seen()
+        await self.touch_last_seen()
 
     async def rebuild(self) -> None:
         """The cluster forgot this instance (Redis came back empty, or survivors took it for
@@ -76,9 +76,9 @@ class Janitor:
         await rt.bus.register_connections(self._entries())
         self.announcer.on_interest(rt.hub.index.keys(), [])
         for session in rt.hub.sessions.values():
-            session.save_state_soon()
+            session.save_state()
 
-    def _entries(self) -> list[ConnectionEntry]:
+    def _entries(self, sessions: Iterable[Session] | None = None) -> list[ConnectionEntry]:
         rt = self.rt
         wall_now = time.time()
         mono_now = time.monotonic()
@@ -90,16 +90,24 @@ class Janitor:
                 int(s.connected_at * 1000),
                 int((wall_now - (mono_now - s.last_seen)) * 1000),
             )
-            for s in rt.hub.sessions.values()
+            for s in (rt.hub.sessions.values() if sessions is None else sessions)
         ]
 
     async def touch_last_seen(self) -> None:
+        """lastSeen (and the saved state's TTL) of each connection once per
+        LAST_SEEN_EVERY_S, a slice per tick so that 10k connections never make one big burst."""
         rt = self.rt
+        sessions = list(rt.hub.sessions.values())
+        if not sessions:
+            return
+        per_tick = math.ceil(len(sessions) * JANITOR_INTERVAL_S / LAST_SEEN_EVERY_S)
+        start = self._cursor % len(sessions)
+        chosen = sessions[start : start + per_tick]
+        self._cursor = start + per_tick
         try:
-            await rt.bus.touch_connections(self._entries())
-            # The saved state of a live connection outlives it by the recovery window.
-            await rt.bus.refresh_states(
-                [s.state_key for s in rt.hub.sessions.values()], rt.settings.state_ttl_s
+            await rt.bus.touch_connections(
+                list(zip(self._entries(chosen), (s.state_key for s in chosen), strict=True)),
+                rt.settings.state_ttl_s,
             )
         except Exception as exc:
             log.warning("lastSeen update failed: %s", exc)

@@ -64,6 +64,7 @@ class Settings:
     drain_rate: float = 500.0  # connections closed per second on shutdown
     drain_timeout_s: float = 10.0  # time to flush queues on shutdown
     data_dir: str = ".dev/faust"
+    fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
 
     @property
     def uses_redis(self) -> bool:
@@ -110,4 +111,5 @@ class Settings:
             drain_rate=_env_float("TRACKER_WS_DRAIN_RATE", 500.0),
             drain_timeout_s=_env_float("TRACKER_WS_DRAIN_TIMEOUT", 10.0),
             data_dir=os.environ.get("TRACKER_WS_DATA_DIR", ".dev/faust"),
+            fetch_max_wait_ms=_env_int("TRACKER_WS_FETCH_MAX_WAIT_MS", 50),
         )

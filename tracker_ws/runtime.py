@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tracker_ws.bus import Bus, make_bus
+from tracker_ws.bus.writeback import WriteBack
 from tracker_ws.config import Settings
 from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.registry import VehicleRegistry
@@ -27,6 +28,7 @@ class Runtime:
     hub: Hub
     bus: Bus
     verifier: TokenVerifier
+    writeback: WriteBack
     started_at: float = field(default_factory=time.time)
     ready: bool = False  # worker joined the group and caught up with the registry
     draining: bool = False
@@ -46,12 +48,14 @@ class Runtime:
         metrics = Metrics(settings.instance_id)
         registry = VehicleRegistry()
         geozones = GeozoneState()
+        bus = make_bus(settings)
         return cls(
             settings=settings,
             metrics=metrics,
             registry=registry,
             geozones=geozones,
             hub=Hub(metrics, registry, geozones),
-            bus=make_bus(settings),
+            bus=bus,
+            writeback=WriteBack(bus, settings.state_ttl_s),
             verifier=TokenVerifier.from_settings(settings),
         )

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,13 +117,20 @@ class Bus(ABC):
     async def load_state(self, key: str) -> tuple[bytes | None, bool]:
         """(state or None, whether a state was saved within the last day)."""
 
-    @abstractmethod
-    async def refresh_states(self, keys: Sequence[str], ttl_s: float) -> None:
-        """Extend the TTL of live connections' states (with the lastSeen update)."""
-
     # ------------------------------------------------------------ connection registry
     @abstractmethod
     async def register_connections(self, entries: Sequence[ConnectionEntry]) -> None: ...
+
+    @abstractmethod
+    async def apply_writes(
+        self,
+        registers: Sequence[ConnectionEntry],
+        unregisters: Sequence[tuple[str, str]],
+        states: Mapping[str, bytes],
+        state_ttl_s: float,
+    ) -> None:
+        """Connection registrations, (connId, userId) removals and saved states, in one round
+        trip (see bus/writeback.py)."""
 
     async def register_connection(self, entry: ConnectionEntry) -> None:
         await self.register_connections([entry])
@@ -132,8 +139,11 @@ class Bus(ABC):
     async def unregister_connection(self, conn_id: str, user_id: str) -> None: ...
 
     @abstractmethod
-    async def touch_connections(self, entries: Sequence[ConnectionEntry]) -> None:
-        """Refresh lastSeen of many connections in one round trip."""
+    async def touch_connections(
+        self, entries: Sequence[tuple[ConnectionEntry, str]], state_ttl_s: float
+    ) -> None:
+        """Refresh lastSeen of many connections, and the TTL of their saved states (the
+        second item: the state key), in one round trip."""
 
     @abstractmethod
     async def user_connections(self, user_id: str) -> list[ConnectionEntry]: ...

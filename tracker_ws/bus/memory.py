@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from tracker_ws.bus.base import (
     DEDUPE_TTL_S,
@@ -102,11 +102,18 @@ class MemoryBus(Bus):
             return None, seen
         return found[0], True
 
-    async def refresh_states(self, keys: Sequence[str], ttl_s: float) -> None:
-        now = time.monotonic()
-        for key in keys:
-            if key in self._states:
-                self._states[key] = (self._states[key][0], now + ttl_s)
+    async def apply_writes(
+        self,
+        registers: Sequence[ConnectionEntry],
+        unregisters: Sequence[tuple[str, str]],
+        states: Mapping[str, bytes],
+        state_ttl_s: float,
+    ) -> None:
+        await self.register_connections(registers)
+        for conn_id, user_id in unregisters:
+            await self.unregister_connection(conn_id, user_id)
+        for key, state in states.items():
+            await self.save_state(key, state, state_ttl_s)
 
     # One instance: the registry is a dict and this instance is the only one alive.
     async def register_connections(self, entries: Sequence[ConnectionEntry]) -> None:
@@ -120,10 +127,15 @@ class MemoryBus(Bus):
             if not conns:
                 del self._users[user_id]
 
-    async def touch_connections(self, entries: Sequence[ConnectionEntry]) -> None:
-        for entry in entries:
+    async def touch_connections(
+        self, entries: Sequence[tuple[ConnectionEntry, str]], state_ttl_s: float
+    ) -> None:
+        now = time.monotonic()
+        for entry, state_key in entries:
             if entry.conn_id in self._users.get(entry.user_id, {}):
                 self._users[entry.user_id][entry.conn_id] = entry
+            if state_key in self._states:
+                self._states[state_key] = (self._states[state_key][0], now + state_ttl_s)
 
     async def user_connections(self, user_id: str) -> list[ConnectionEntry]:
         return list(self._users.get(user_id, {}).values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -60,6 +60,7 @@ class RedisBus(Bus):
         )
         self._publish = self.client.register_script(load_lua("publish.lua"))
         self._cleanup = self.client.register_script(load_lua("cleanup.lua"))
+        self._touch = self.client.register_script(load_lua("touch.lua"))
         self._listener: asyncio.Task[None] | None = None
         self.max_seen = 0  # highest eventId published or received: the counter's floor
         self._connected = False
@@ -204,12 +205,29 @@ class RedisBus(Bus):
             state, seen = await pipe.execute()
         return state, bool(seen) or state is not None
 
-    async def refresh_states(self, keys: Sequence[str], ttl_s: float) -> None:
-        if not keys:
-            return
+    async def apply_writes(
+        self,
+        registers: Sequence[ConnectionEntry],
+        unregisters: Sequence[tuple[str, str]],
+        states: Mapping[str, bytes],
+        state_ttl_s: float,
+    ) -> None:
+        conns, users, _, _ = self._instance_keys(self.instance_id)
+        ttl_ms = int(state_ttl_s * 1000)
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.pexpire(f"ws:state:{key}", int(ttl_s * 1000))
+            for entry in registers:
+                pipe.hset(f"ws:conn:user:{entry.user_id}", entry.conn_id, entry.value())
+                pipe.hset(users, entry.conn_id, entry.user_id)
+            if registers:
+                pipe.sadd(conns, *(e.conn_id for e in registers))
+            for conn_id, user_id in unregisters:
+                pipe.hdel(f"ws:conn:user:{user_id}", conn_id)
+                pipe.hdel(users, conn_id)
+            if unregisters:
+                pipe.srem(conns, *(c for c, _ in unregisters))
+            for key, state in states.items():
+                pipe.set(f"ws:state:{key}", state, px=ttl_ms)
+                pipe.set(f"ws:state:{key}:seen", "1", ex=STATE_SEEN_TTL_S)
             await pipe.execute()
 
     # ------------------------------------------------------------ connection registry
@@ -238,13 +256,16 @@ class RedisBus(Bus):
             pipe.hdel(users, conn_id)
             await pipe.execute()
 
-    async def touch_connections(self, entries: Sequence[ConnectionEntry]) -> None:
+    async def touch_connections(
+        self, entries: Sequence[tuple[ConnectionEntry, str]], state_ttl_s: float
+    ) -> None:
         if not entries:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.hset(f"ws:conn:user:{entry.user_id}", entry.conn_id, entry.value())
-            await pipe.execute()
+        # A script, not a pipeline: one reply to parse instead of two per connection.
+        args: list[Any] = [int(state_ttl_s * 1000)]
+        for entry, state_key in entries:
+            args += [entry.user_id, entry.conn_id, entry.value(), state_key]
+        await self._touch(args=args)
 
     async def user_connections(self, user_id: str) -> list[ConnectionEntry]:
         raw = cast(dict[bytes, bytes], await self.client.hgetall(f"ws:conn:user:{user_id}"))

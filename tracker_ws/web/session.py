@@ -91,7 +91,6 @@ class Session:
         "_idle",
         "_in_receive",
         "_reader_task",
-        "_save_lock",
         "_wake",
         "_writer",
         "abuse",
@@ -139,7 +138,6 @@ class Session:
         # seed §4 keys saved state by user; `?device=` lets one user's phone and browser
         # keep separate states.
         self.state_key = f"{user.user_id}:{device}" if device else user.user_id
-        self._save_lock = asyncio.Lock()
         self.last_replayable_id = 0
         self._held: list[tuple[int, bytes]] | None = None  # live events held during a replay
         self.replay: list[tuple[int, bytes]] | None = None
@@ -232,18 +230,9 @@ class Session:
             await asyncio.wait_for(self._idle.wait(), timeout)
         self.close_soon(code, reason)
 
-    async def save_state(self) -> None:
-        """Write `ws:state` now (serialised: the last call writes the newest state)."""
-        async with self._save_lock:
-            try:
-                await self.rt.bus.save_state(
-                    self.state_key, state_document(self), self.rt.settings.state_ttl_s
-                )
-            except Exception as exc:  # Redis away: the next change or the close retries
-                log.warning("could not save state of %s: %s", self.conn_id, exc)
-
-    def save_state_soon(self) -> None:
-        asyncio.get_running_loop().create_task(self.save_state())
+    def save_state(self) -> None:
+        """Queue `ws:state` for writing (the write-behind keeps the newest per key)."""
+        self.rt.writeback.save_state(self.state_key, state_document(self))
 
     def restore(self, sub: Subscription) -> list[str]:
         """Re-subscribe a saved subscription with today's permissions; returns what was lost."""
@@ -287,8 +276,7 @@ class Session:
             int(self.connected_at * 1000),
             int(self.connected_at * 1000),
         )
-        with contextlib.suppress(Exception):  # Redis away: the connection still works
-            await rt.bus.register_connection(entry)
+        rt.writeback.register(entry)
         if self.user.expires_at:
             # The same leeway the verifier allowed at connect time (clock skew).
             delay = max(0.0, self.user.expires_at + LEEWAY_S - time.time())
@@ -300,12 +288,11 @@ class Session:
             self._writer = loop.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
             await self._read_loop()
         finally:
-            await self.save_state()
+            self.save_state()
             if self._expiry is not None:
                 self._expiry.cancel()
             rt.hub.unregister(self)
-            with contextlib.suppress(Exception):
-                await rt.bus.unregister_connection(self.conn_id, self.user.user_id)
+            rt.writeback.unregister(self.conn_id, self.user.user_id)
             if self._writer is not None:
                 self._writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -417,7 +404,7 @@ class Session:
                 rt.hub.unsubscribe(self, keys)
                 self.push(encode_unsubscribed(message.subscription_type, len(keys)))
                 if keys:
-                    self.save_state_soon()
+                    self.save_state()
             elif isinstance(message, GetState):
                 await self.on_get_state(message)
             elif isinstance(message, Ack):
@@ -451,7 +438,7 @@ class Session:
         self.rt.hub.subscribe(self, keys)
         self.push(encode_subscribed(stype, count))
         if keys:
-            self.save_state_soon()
+            self.save_state()
 
     async def on_get_state(self, msg: GetState) -> None:
         registry = self.rt.registry

@@ -1,0 +1,99 @@
+"""Write-behind for per-connection Redis bookkeeping: registry entries and saved states.
+
+Thousands of clients connecting (or reconnecting after a deploy) would otherwise cost two or
+three Redis round trips each, on the connection's own path. Sessions enqueue instead
+(synchronously), and one task writes everything queued in one pipeline per tick. The latest
+state per key wins, so a burst of subscribes saves one state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from tracker_ws.bus.base import Bus, ConnectionEntry
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.005
+
+
+class WriteBack:
+    def __init__(self, bus: Bus, state_ttl_s: float) -> None:
+        self.bus = bus
+        self.state_ttl_s = state_ttl_s
+        self._registers: dict[str, ConnectionEntry] = {}
+        self._unregisters: dict[str, str] = {}  # connId -> userId
+        self._states: dict[str, bytes] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+    def register(self, entry: ConnectionEntry) -> None:
+        self._registers[entry.conn_id] = entry
+        self._kick()
+
+    def unregister(self, conn_id: str, user_id: str) -> None:
+        self._unregisters[conn_id] = user_id
+        self._kick()
+
+    def save_state(self, key: str, state: bytes) -> None:
+        self._states[key] = state
+        self._kick()
+
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="writeback")
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything queued so far is written (or `timeout`)."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def stop(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            # One tick lets a burst of connects or subscribes share the round trip.
+            await asyncio.sleep(TICK_S)
+            self._wake.clear()
+            registers, self._registers = self._registers, {}
+            unregisters, self._unregisters = self._unregisters, {}
+            states, self._states = self._states, {}
+            try:
+                await self.bus.apply_writes(
+                    list(registers.values()),
+                    list(unregisters.items()),
+                    states,
+                    self.state_ttl_s,
+                )
+            except Exception as exc:
+                # Redis away: keep what is newer, retry with the next tick.
+                self.failures += 1
+                log.warning("registry/state write failed: %s; retrying", exc)
+                for k, v in registers.items():
+                    self._registers.setdefault(k, v)
+                for k, u in unregisters.items():
+                    self._unregisters.setdefault(k, u)
+                for k, s in states.items():
+                    self._states.setdefault(k, s)
+                await asyncio.sleep(0.5)
+                self._wake.set()
+                continue
+            if not (self._registers or self._unregisters or self._states):
+                self._idle.set()
