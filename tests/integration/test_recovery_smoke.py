@@ -46,7 +46,7 @@ async def test_missed_notifications_are_replayed_exactly_once(
             worker.ws_url, token, query=f"lastEventId={first['eventId']}"
         )
         hello = client.received[0]
-        assert hello["recovered"] is True, hello
+        assert hello["recovered"] is True, (hello.get("reason"), hello.get("restoredSubscriptions"))
         assert hello["restoredSubscriptions"] == 1
         await client.subscribe("notifications", {"type": "all"})  # the seed client re-sends
         await r.publish("events:notifications", notification(user, "live"))

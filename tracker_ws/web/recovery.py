@@ -65,6 +65,8 @@ def parse_subscription(raw: Any) -> Subscription:
 async def recover(session: Session, last_event_id: int) -> Outcome:
     """Restore and replay; leaves the session holding live events until `finish` runs."""
     rt = session.rt
+    # A quick reconnect to the same instance may find its own state still queued for writing.
+    await rt.writeback.flush(timeout=1.0)
     raw, seen = await rt.bus.load_state(session.state_key)
     if raw is None:
         return Outcome(False, EXPIRED if seen else NO_STATE)
