@@ -30,6 +30,7 @@ class WriteBack:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self.failures = 0
 
     def register(self, entry: ConnectionEntry) -> None:
@@ -53,10 +54,14 @@ class WriteBack:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="writeback")
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything queued so far is written (or `timeout`)."""
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout)
+        """Wait until everything queued so far is written (or `timeout`): the next write
+        round takes it, whatever is queued after this call."""
+        if self._task is None or self._idle.is_set():
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append(done)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), timeout)
 
     async def stop(self) -> None:
         await self.flush()
@@ -75,6 +80,7 @@ class WriteBack:
             registers, self._registers = self._registers, {}
             unregisters, self._unregisters = self._unregisters, {}
             states, self._states = self._states, {}
+            waiters, self._waiters = self._waiters, []
             try:
                 await self.bus.apply_writes(
                     list(registers.values()),
@@ -92,8 +98,12 @@ class WriteBack:
                     self._unregisters.setdefault(k, u)
                 for k, s in states.items():
                     self._states.setdefault(k, s)
+                self._waiters.extend(waiters)
                 await asyncio.sleep(0.5)
                 self._wake.set()
                 continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
             if not (self._registers or self._unregisters or self._states):
                 self._idle.set()
