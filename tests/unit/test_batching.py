@@ -231,29 +231,36 @@ def test_single_none_among_several_vehicles_is_just_a_fragment() -> None:
 # ------------------------------------------------------------------------------ frames
 
 
-def test_frames_fifo_and_before_positions() -> None:
+def test_frames_fifo_and_positions_in_arrival_order() -> None:
+    # A pending position goes out ahead of a frame queued after it: eventIds stay in order.
     ob = Outbox(limit=10, window_s=WINDOW)
     assert ob.push(b"a")
     s = push(ob, V1, 1)
     assert ob.push(b"b")
     assert ob.push(b"c")
     assert ob.depth() == 4
-    assert ob.take(T0) == [b"a", b"b", b"c", s]
+    assert ob.take(T0) == [b"a", s, b"b", b"c"]
     assert ob.depth() == 0
 
 
-def test_frames_go_out_at_once_while_positions_wait_for_the_window() -> None:
+def test_positions_after_the_last_frame_wait_at_the_end() -> None:
+    ob = Outbox(limit=10, window_s=WINDOW)
+    assert ob.push(b"a")
+    s = push(ob, V1, 1)
+    assert ob.take(T0) == [b"a", s]
+
+
+def test_a_frame_takes_pending_positions_along_ahead_of_it() -> None:
     ob = Outbox(limit=10, window_s=WINDOW)
     push(ob, V1, 1)
     ob.take(T0)
     t = T0 + WINDOW / 2
     push(ob, V2, 2)
+    assert ob.delay(t) == pytest.approx(WINDOW / 2)  # alone, the position waits
     assert ob.push(b"geo")
     assert ob.delay(t) == 0.0  # a frame is waiting
-    assert ob.take(t) == [b"geo"]
-    assert ob.depth() == 1 and ob.has_work
-    assert ob.delay(t) == pytest.approx(WINDOW / 2)
-    assert ob.take(T0 + WINDOW) == [single(V2, 2)]
+    assert ob.take(t) == [single(V2, 2), b"geo"]
+    assert not ob.has_work
 
 
 # ------------------------------------------------------------------------------ delay()
@@ -308,16 +315,15 @@ def test_positions_never_count_against_the_limit() -> None:
         for i, vid in enumerate(vids):
             push(ob, vid, rnd * 100 + i)
     assert ob.depth() == 50  # coalesced: one per vehicle
-    assert ob.push(b"a")
-    assert ob.push(b"b")
-    assert not ob.push(b"c")
-    assert ob.depth() == 52
+    assert ob.push(b"a")  # the 50 positions go ahead of it as one batch frame
+    assert not ob.push(b"b")  # that batch and "a" fill the limit of 2 frames
+    assert ob.push(b"b", force=True)  # a replay before the writer starts is not limited
     out = ob.take(T0)
-    assert out[:2] == [b"a", b"b"]
+    assert out[1:] == [b"a", b"b"]
     assert len(out) == 3
-    ids = batch_ids(out[2])
+    ids = batch_ids(out[0])
     assert ids == {vid: 1900 + i for i, vid in enumerate(vids)}
-    assert decode(out[2])["eventId"] == 1949
+    assert decode(out[0])["eventId"] == 1949
 
 
 def test_positions_accepted_while_frame_queue_is_full() -> None:

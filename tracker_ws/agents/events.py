@@ -18,6 +18,7 @@ import faust
 from tracker_ws.agents.positions import dead_letter
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.bus import Outgoing
+from tracker_ws.bus.base import ALL_INSTANCES
 from tracker_ws.domain import envelope
 from tracker_ws.domain.errors import InvalidEvent
 from tracker_ws.domain.events import ALIASES, PARSERS, load_json
@@ -39,7 +40,8 @@ class EventIngest:
         except UnicodeDecodeError:
             raise InvalidEvent("message key is not UTF-8") from None
         env, dedupe = parser(load_json(value), key_text)
-        targets = sorted(self.rt.live_instances | {self.rt.settings.instance_id})
+        # Every instance, resolved atomically by the bus: each filters with its own index.
+        targets = [ALL_INSTANCES]
         self.publisher.add(
             Outgoing(
                 targets,

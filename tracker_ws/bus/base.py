@@ -25,6 +25,7 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+ALL_INSTANCES = "*"
 DEDUPE_TTL_S = 3600
 HISTORY_CAP = 10_000  # entries per history stream
 HISTORY_TTL_S = 3600  # an idle stream (and its floor) goes after this long
@@ -37,7 +38,7 @@ CommandHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    targets: Sequence[str]  # instance ids that have subscribers for this event
+    targets: Sequence[str]  # instance ids with subscribers for this event; ALL_INSTANCES: all
     payload: bytes  # JSON, no newline (orjson never emits one)
     vehicle_id: str | None = None  # set: mirror as this vehicle's last position
     dedupe_id: str | None = None  # set: published at most once per DEDUPE_TTL_S

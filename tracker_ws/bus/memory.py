@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from tracker_ws.bus.base import (
+    ALL_INSTANCES,
     DEDUPE_TTL_S,
     HISTORY_CAP,
     STATE_SEEN_TTL_S,
@@ -65,7 +66,7 @@ class MemoryBus(Bus):
                 if len(entries) > HISTORY_CAP:
                     self._floor[stream] = entries[-HISTORY_CAP - 1][0]
                     del entries[:-HISTORY_CAP]
-            if self.instance_id in item.targets:
+            if self.instance_id in item.targets or ALL_INSTANCES in item.targets:
                 mine.append((event_id, item.payload))
         if mine and self._handler is not None:
             # Deliver on the next loop turn, like a pub/sub message would arrive.

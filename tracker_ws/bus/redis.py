@@ -145,7 +145,7 @@ class RedisBus(Bus):
         ids = [
             int(i)
             for i in await self._publish(
-                keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY, LAST_FIX_KEY], args=args
+                keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY, LAST_FIX_KEY, INSTANCES_KEY], args=args
             )
         ]
         self.max_seen = max(self.max_seen, *ids)

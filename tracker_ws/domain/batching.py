@@ -26,10 +26,17 @@ class Outbox:
         self.limit = limit
         self.window = window_s
 
-    def push(self, frame: bytes) -> bool:
-        """Queue a frame; False when the queue is over its limit (the caller decides)."""
-        if len(self._frames) >= self.limit:
+    def push(self, frame: bytes, *, force: bool = False) -> bool:
+        """Queue a frame; False when the queue is over its limit (the caller decides).
+        `force`: queue regardless (a replay built before the writer starts).
+
+        Positions already pending go out first, as a batch: the client must see eventIds in
+        order, and a position that waited for the window is older than this frame."""
+        if not force and len(self._frames) >= self.limit:
             return False
+        if self._positions:
+            self._frames.append(self._position_frame())
+            self._positions = {}
         self._frames.append(frame)
         return True
 

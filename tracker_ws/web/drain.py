@@ -9,9 +9,12 @@ saves its state on the way out. The clients reconnect to the other instances and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
+
+from tracker_ws.cluster import JANITOR_INTERVAL_S, LIVENESS_TTL_S
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
@@ -24,10 +27,39 @@ BATCH_INTERVAL_S = 0.1
 
 async def drain(rt: Runtime) -> None:
     rt.draining = True
-    sessions = list(rt.hub.sessions.values())
-    if not sessions:
+    if not rt.hub.sessions:
         return
-    started = time.monotonic()
+    # Faust's timers stop with the shutdown; keep this instance alive in the cluster's eyes
+    # while it drains, or its peers would clean it up under its clients' feet.
+    beat = asyncio.create_task(_heartbeat(rt))
+    try:
+        started = time.monotonic()
+        closed = 0
+        # Again until none is left: a handshake that was under way when draining began
+        # registers its session after the first snapshot.
+        for _ in range(3):
+            if not rt.hub.sessions:
+                break
+            closed += await _drain_once(rt)
+        log.info(
+            "drained %d connections in %.1f s (%d left)",
+            closed,
+            time.monotonic() - started,
+            len(rt.hub.sessions),
+        )
+    finally:
+        beat.cancel()
+
+
+async def _heartbeat(rt: Runtime) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            await rt.bus.heartbeat(LIVENESS_TTL_S)
+        await asyncio.sleep(JANITOR_INTERVAL_S)
+
+
+async def _drain_once(rt: Runtime) -> int:
+    sessions = list(rt.hub.sessions.values())
     s = rt.settings
     per_batch = max(1, int(s.drain_rate * BATCH_INTERVAL_S))
     tasks = []
@@ -46,11 +78,6 @@ async def drain(rt: Runtime) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     # Each session leaves the hub (and saves its state) when its socket has closed.
     deadline = time.monotonic() + s.drain_timeout_s
-    while rt.hub.sessions and time.monotonic() < deadline:
+    while any(x.conn_id in rt.hub.sessions for x in sessions) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    log.info(
-        "drained %d connections in %.1f s (%d left)",
-        len(sessions),
-        time.monotonic() - started,
-        len(rt.hub.sessions),
-    )
+    return len(sessions)

@@ -139,7 +139,8 @@ class Session:
         # keep separate states.
         self.state_key = f"{user.user_id}:{device}" if device else user.user_id
         self.last_replayable_id = 0
-        self._held: list[tuple[int, bytes]] | None = None  # live events held during a replay
+        # Live events (frame) and positions (vehicleId, single, fragment) held during a replay.
+        self._held: list[tuple[int, bytes | tuple[str, bytes | None, bytes]]] | None = None
         self.replay: list[tuple[int, bytes]] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -156,7 +157,9 @@ class Session:
 
     # ------------------------------------------------------------ outbound
     def push(self, frame: bytes) -> None:
-        if not self.outbox.push(frame):
+        # Until the writer starts (a reconnect's replay) the limit does not apply: a client
+        # that missed more than the queue limit must still be able to catch up.
+        if not self.outbox.push(frame, force=self._writer is None):
             # Replayable events no longer fit: close; state is saved on the way out and the
             # client recovers the rest from history when it reconnects.
             self.rt.metrics.slow_consumers.labels(self.rt.metrics.instance).inc()
@@ -168,6 +171,10 @@ class Session:
     def push_position(
         self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes
     ) -> None:
+        if self._held is not None:
+            # During a reconnect's replay: after the replay, in arrival (eventId) order.
+            self._held.append((event_id, (vehicle_id, single, fragment)))
+            return
         self.outbox.push_position(vehicle_id, event_id, single, fragment)
         if event_id > self.last_event_id:
             self.last_event_id = event_id
@@ -330,8 +337,11 @@ class Session:
             if vehicles:
                 self.push(await self.position_snapshot(vehicles))
         held, self._held = self._held or [], None
-        for event_id, frame in held:
-            self.push_event(event_id, frame)
+        for event_id, item in held:
+            if isinstance(item, tuple):
+                self.push_position(item[0], event_id, item[1], item[2])
+            else:
+                self.push_event(event_id, item)
         self.rt.metrics.recoveries.labels(
             self.rt.metrics.instance, outcome.reason or "recovered"
         ).inc()

@@ -1,7 +1,10 @@
 -- Atomically: take the next global eventIds for a batch, send each instance its records
 -- on ws:deliver:{instanceId}, mirror last positions, and drop duplicates.
 -- and append replayable events to their bounded history streams.
--- KEYS[1] = event id counter, KEYS[2] = last-position hash, KEYS[3] = last fix time hash
+-- KEYS[1] = event id counter, KEYS[2] = last-position hash, KEYS[3] = last fix time hash,
+-- KEYS[4] = the set of instances: the target '*' means every instance registered there now
+-- (resolved here, in the same atomic step, so no instance misses an event because the
+-- publisher's view of the cluster was a few seconds old).
 -- ARGV = n, dedupe TTL (s), history cap (entries per stream), history TTL (s), id floor,
 --        then per item:
 --        ntargets, target..., vehicleId ('' for none), fix time in ms ('' for none),
@@ -56,8 +59,18 @@ for k = 1, n do
     local id = redis.call('INCR', KEYS[1])
     ids[k] = id
     local line = id .. ' ' .. payload .. '\n'
+    local targets = {}
     for t = 1, nt do
       local target = ARGV[i + t]
+      if target == '*' then
+        for _, member in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+          targets[#targets + 1] = member
+        end
+      else
+        targets[#targets + 1] = target
+      end
+    end
+    for _, target in ipairs(targets) do
       local buf = per_target[target]
       if buf == nil then
         buf = {}
