@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from tests.support.client import Msg, WsClient
 from tests.support.fleet import Company, FleetDriver, new_id, wait_registry
 from tracker_ws.devstack import Worker
@@ -96,7 +98,7 @@ async def peers_deliver_to(
     in a row, published on Redis (every instance races to publish each one), reach a client on
     it and a client on `other`. Returns the seconds it took.
 
-    Needed because a peer routes replayable events to the instances it last saw alive (BUG-2,
+    Needed because a peer routes replayable events to the instances it last saw alive (bug #2,
     tests/integration/test_rolling.py); harmless once that is fixed. `events` is a
     tests.support.fleet.EventSource."""
     from tests.support.client import SeedLikeClient
@@ -134,3 +136,61 @@ async def peers_deliver_to(
         await watch.shutdown()
     return time.monotonic() - started
 
+
+async def settled(workers: list[Worker], events: Any) -> None:
+    """Every instance gets the events every peer publishes (peers learn who is alive on a
+    timer: bug #2 in tests/integration/test_rolling.py). `events`: an EventSource."""
+    for i, w in enumerate(workers):
+        await peers_deliver_to(w, workers[i - 1], events)
+
+
+async def warm_up_event_partitions(fleet: FleetDriver, worker: Worker) -> None:
+    """One event on every partition of every event topic (for a company and user of their
+    own), seen by a watcher: from then on each partition has a committed offset, so a consumer
+    that takes one over after a restart resumes there and not at the end (the group's
+    auto_offset_reset is `latest`)."""
+    from tests.support.client import SeedLikeClient
+
+    company = Company()
+    user = new_id()
+    vid = new_id()
+    await fleet.register(vid, company.company_id)
+    subs: list[tuple[str, dict[str, Any]]] = [
+        (t, {"type": "all"}) for t in ("notifications", "geoEvents", "maintenance", "systemAlerts")
+    ]
+    watcher = SeedLikeClient(company.token(user), subs, name="warm-up")
+    try:
+        await watcher.open(worker.ws_url)
+        await watcher.wait_for(lambda: watcher.replies() == len(subs), 10, "subscribed")
+        sent = []
+        for part in range(12):
+            values: dict[str, dict[str, Any]] = {
+                "notifications": {
+                    "userId": user,
+                    "notification": {"id": (n := new_id()), "title": "warm-up", "category": "w"},
+                },
+                "system-alerts": {
+                    "level": "info",
+                    "message": (a := f"warm-up {new_id()}"),
+                    "targetCompanyIds": [company.company_id],
+                },
+                "maintenance-events": {
+                    "companyId": company.company_id,
+                    "vehicleId": vid,
+                    "id": (m := new_id()),
+                },
+                "geo-events": {
+                    "vehicleId": vid,
+                    "companyId": company.company_id,
+                    "geozoneId": (g := new_id()),
+                    "eventType": "entered",
+                    "position": {"lat": 1, "lon": 1},
+                    "timestamp": int(time.time() * 1000) + part,
+                },
+            }
+            for topic, value in values.items():
+                await fleet.producer.send_and_wait(topic, orjson.dumps(value), partition=part)
+            sent += [n, a, m, g]
+        await watcher.wait_for(lambda: set(sent) <= set(watcher.markers()), 30, "warm-up events")
+    finally:
+        await watcher.shutdown()

@@ -236,6 +236,27 @@ class SeedLikeClient:
         """Every message of every connection, in arrival order."""
         return [m for c in self.connections for _, m in c.messages]
 
+    def markers(self) -> list[str]:
+        """Markers (tests.support.fleet.marker_of) of the replayable events received."""
+        from tests.support.fleet import marker_of
+
+        return [mk for mk in map(marker_of, self.messages()) if mk is not None]
+
+    def last_positions(self) -> dict[str, float]:
+        """vehicleId -> lat of the last position received (live or a snapshot batch)."""
+        out: dict[str, float] = {}
+        for m in self.messages():
+            if m.get("type") == "position":
+                out[m["vehicleId"]] = m["position"]["lat"]
+            elif m.get("type") == "positionBatch":
+                for p in m["positions"]:
+                    out[p["vehicleId"]] = p["position"]["lat"]
+        return out
+
+    def replies(self, mtype: str = "subscribed") -> int:
+        """How many `mtype` messages the current connection got."""
+        return sum(m.get("type") == mtype for _, m in self.conn.messages)
+
     async def open(self, ws_url: str, timeout: float = 10.0) -> Msg:
         """Connect (with lastEventId once it saw one), wait for `connected`, send the
         subscribes; returns `connected`. Raises ConnectFailed."""

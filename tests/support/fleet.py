@@ -177,19 +177,30 @@ class EventSource:
         self._ts = max(int(time.time() * 1000), self._ts + 1)
         return self._ts
 
-    async def _send(self, event: Replayable, key: str | None, value: dict[str, Any]) -> Replayable:
+    async def _send(
+        self,
+        event: Replayable,
+        key: str | None,
+        value: dict[str, Any],
+        partition: int | None = None,
+    ) -> Replayable:
         topic = EVENT_TOPICS[event.kind]
         raw = orjson.dumps(value)
         if event.source == "kafka":
-            await self.producer.send_and_wait(topic, key=key.encode() if key else None, value=raw)
+            await self.producer.send_and_wait(
+                topic, key=key.encode() if key else None, value=raw, partition=partition
+            )
         else:
             await self.redis.publish(f"events:{topic}", raw)
         event = Replayable(**{**event.__dict__, "at": time.monotonic()})
         self.published.append(event)
         return event
 
-    async def notification(self, user: str, *, source: str, pad: int = 0) -> Replayable:
-        """`pad` > 0 makes it about that many bytes (a big one, to fill a slow socket)."""
+    async def notification(
+        self, user: str, *, source: str, pad: int = 0, partition: int | None = None
+    ) -> Replayable:
+        """`pad` > 0 makes it about that many bytes (a big one, to fill a slow socket);
+        `partition` picks the Kafka partition (default: by key, the userId)."""
         marker = new_id()
         data = {f"k{i}": "x" * 4000 for i in range(pad // 4000)}
         value = {
@@ -203,7 +214,8 @@ class EventSource:
                 "data": data,
             },
         }
-        return await self._send(Replayable("notif", marker, source, user=user), user, value)
+        event = Replayable("notif", marker, source, user=user)
+        return await self._send(event, user, value, partition)
 
     async def geo(self, company: str, vehicle: str, *, source: str) -> Replayable:
         marker = new_id()  # a geozone of its own: names the event

@@ -1,0 +1,1104 @@
+"""Exact recovery by lastEventId (issue 6; ARCHITECTURE §3, seed §1.5 and §4).
+
+The property test runs three instances against the real broker and Redis. Clients subscribe to
+a seeded random mix of types and filters; a producer publishes geo events, notifications,
+maintenance events and system alerts (Kafka topics and Redis `events:*` channels) and GPS fixes
+throughout; the clients are disconnected at random moments — client close, network cut, admin
+kick, slow consumer (4009), instance SIGTERM, one instance kill -9 once the states are saved —
+and reconnect like the seed §8 client: to a random instance, with lastEventId = max(eventId)
+seen, re-sending every subscribe. In the end each client must have received every replayable
+event it was entitled to exactly once, in eventId order, and the last position of each of its
+vehicles. Entitlement comes from what was published; the eventIds come from oracle clients
+(`?device=oracle`, one per user, subscribed to everything) on an instance that is never
+restarted. Seed: RECOVERY_SEED=<n> repeats a run's choices (timing is the real system's);
+RECOVERY_DUMP=<file> writes everything received to a JSON file for a post-mortem.
+
+Focused tests follow: the `recovered: false` reasons, revoked vehicles, ack, re-sent
+subscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import redis as redis_sync
+import redis.asyncio as aioredis
+
+from tests.conftest import Cluster, start_cluster
+from tests.support.checks import peers_deliver_to, settled, warm_up_event_partitions
+from tests.support.client import ConnectFailed, Msg, SeedLikeClient, is_replayable
+from tests.support.fleet import (
+    Company,
+    EventSource,
+    FleetDriver,
+    entitled,
+    fix,
+    marker_of,
+    new_id,
+)
+from tracker_ws.auth import mint_token
+from tracker_ws.config import DEV_JWT_SECRET
+from tracker_ws.devstack import Worker, wait_for
+
+MAIN_DB = 6  # the 3-instance cluster (queue limit 50)
+SHORT_DB = 7  # one instance with a 2 s state TTL
+QUEUE_LIMIT = 50
+HISTORY_CAP = 10_000  # tracker_ws/bus/base.py
+
+BUG_CONSISTENCY_CRASH = (
+    "BUG: (#3) after an instance restart (SIGTERM or kill -9) a rebalance can crash a surviving "
+    "worker: faust Recovery raises ConsistencyError (changelog persisted offset > highwater) "
+    "and the worker stops (tracker_ws/app.py create_app; memory store)"
+)
+
+Sub = tuple[str, dict[str, Any]]
+ALL: dict[str, Any] = {"type": "all"}
+ORACLE_SUBS: list[Sub] = [
+    ("notifications", ALL),
+    ("geoEvents", ALL),
+    ("maintenance", ALL),
+    ("systemAlerts", ALL),
+]
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def _flush(redis_url: str, db: int) -> str:
+    url = redis_url.rsplit("/", 1)[0] + f"/{db}"
+    redis_sync.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="module")
+def clusters(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[tuple[Cluster, Cluster]]:
+    """(three instances with a small queue limit, one instance with a 2 s state TTL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _flush(redis_url, MAIN_DB)
+    _flush(redis_url, SHORT_DB)
+    kw: dict[str, Any] = {
+        "broker_url": topics,
+        "redis_base_url": redis_url,
+        "log_dir": devstack_dir,
+    }
+    with ThreadPoolExecutor(2) as pool:
+        main_f = pool.submit(
+            start_cluster,
+            3,
+            db=MAIN_DB,
+            env={"TRACKER_WS_QUEUE_LIMIT": str(QUEUE_LIMIT)},
+            parallel=True,
+            **kw,
+        )
+        short_f = pool.submit(
+            start_cluster, 1, db=SHORT_DB, env={"TRACKER_WS_STATE_TTL": "2"}, **kw
+        )
+    started = [f.result() for f in (main_f, short_f) if f.exception() is None]
+    errors = [f.exception() for f in (main_f, short_f) if f.exception() is not None]
+    if errors:
+        for c in started:
+            c.stop()
+        raise errors[0]  # type: ignore[misc]
+    main, short = started
+    try:
+        yield main, short
+    finally:
+        main.stop()
+        short.stop()
+
+
+@pytest.fixture
+async def main(clusters: tuple[Cluster, Cluster]):  # type: ignore[no-untyped-def]
+    """The 3-instance cluster, every worker alive and balanced, and each getting the events
+    its peers publish (bug #2: peers learn who is alive on a timer), before and after a test."""
+    cluster = clusters[0]
+    await asyncio.to_thread(_revive, cluster)
+    r = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        await settled(cluster.workers, EventSource(None, r))  # type: ignore[arg-type]
+        yield cluster
+        await asyncio.to_thread(_revive, cluster)
+    finally:
+        await r.aclose()
+
+
+def _revive(cluster: Cluster) -> None:
+    for w in cluster.workers:
+        if not w.alive():
+            w.restart()
+    cluster.wait_balanced()
+
+
+@pytest.fixture
+async def redis_main(clusters: tuple[Cluster, Cluster]):  # type: ignore[no-untyped-def]
+    r = aioredis.Redis.from_url(clusters[0].redis_url)
+    yield r
+    await r.aclose()
+
+
+async def register(fleet: FleetDriver, workers: list[Worker], n: int) -> Company:
+    """A company of `n` vehicles that every worker's registry knows."""
+    before = {w.instance_id: int(w.health().get("registryVehicles", 0)) for w in workers}
+    company = await fleet.company(n)
+
+    def known() -> bool:
+        return all(
+            int(w.health().get("registryVehicles", 0)) >= before[w.instance_id] + n for w in workers
+        )
+
+    await asyncio.to_thread(wait_for, known, 20.0, 0.1, f"{n} vehicles in every registry")
+    return company
+
+
+def admin_token() -> str:
+    return mint_token(new_id(), new_id(), secret=DEV_JWT_SECRET, roles=["admin"])
+
+
+async def http(method: str, url: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {admin_token()}"}
+    async with aiohttp.ClientSession() as s, s.request(method, url, headers=headers) as resp:
+        body = await resp.read()
+        return resp.status, (orjson.loads(body) if body else None)
+
+
+def metric(worker: Worker, name: str) -> float:
+    """Sum of a Prometheus counter of one worker (0 when absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+def _frame_of(envelope: bytes) -> bytes:
+    """A history entry (the bus envelope) as the frame a client would get, for marker_of."""
+    env = orjson.loads(envelope)
+    kind = env.get("t")
+    if kind in ("notif", "maint"):
+        return orjson.dumps({"type": "notification", "notification": env["n"]})
+    if kind == "geo":
+        return orjson.dumps({"type": "geoEvent", "event": env["e"]})
+    return orjson.dumps({"type": "systemAlert", "eventId": 1, "message": env.get("message")})
+
+
+# ------------------------------------------------------------------------------ the property
+
+
+@dataclass
+class Player:
+    name: str
+    user: str
+    company: Company
+    subs: list[Sub]
+    rng: random.Random
+    client: SeedLikeClient
+    oracle: SeedLikeClient
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    hellos: list[Msg] = field(default_factory=list)  # `connected` of every reconnect
+    disconnects: collections.Counter[str] = field(default_factory=collections.Counter)
+    refused: int = 0
+
+    @property
+    def vehicles(self) -> set[str]:
+        return {v for t, f in self.subs if t == "vehicles" for v in f.get("ids", ())}
+
+
+class World:
+    """The cluster as the clients see it: where they may reconnect, what happened."""
+
+    def __init__(self, cluster: Cluster, redis: aioredis.Redis, seed: int) -> None:
+        self.cluster = cluster
+        self.redis = redis
+        self.rng = random.Random(seed)
+        self.eligible = list(cluster.workers)  # instances clients may reconnect to
+        self.stopping = False
+        self.by_port = {w.port: w for w in cluster.workers}
+        self.ops: collections.Counter[str] = collections.Counter()
+        self.killed: Worker | None = None
+        self.unexpected: list[str] = []
+        self.t0 = time.monotonic()
+        self.timeline: list[str] = []  # instance operations, for failure messages
+
+    def note(self, what: str) -> None:
+        self.timeline.append(f"{time.monotonic() - self.t0:6.2f}s {what}")
+
+    def worker_of(self, client: SeedLikeClient) -> Worker:
+        port = int(client.conn.url.split(":")[2].split("/")[0])
+        return self.by_port[port]
+
+    def on(self, worker: Worker, players: list[Player]) -> list[Player]:
+        return [p for p in players if p.client.conn.open and self.worker_of(p.client) is worker]
+
+    async def reconnect(self, p: Player, prefer: Worker | None = None) -> None:
+        """Like the seed client: same token, lastEventId = max seen, subscribes re-sent; to a
+        random instance (a refused attempt tries another one)."""
+        slow_refusals = 0
+        for _ in range(60):
+            if prefer is not None:
+                worker = prefer
+            else:
+                worker = p.rng.choice(self.eligible) if self.eligible else self.cluster.workers[0]
+            try:
+                hello = await p.client.open(worker.ws_url)
+            except ConnectFailed as exc:
+                p.refused += 1
+                prefer = None
+                if exc.close_code == 4009:
+                    slow_refusals += 1
+                    if slow_refusals >= 5:
+                        raise AssertionError(
+                            f"{p.name}: 5 reconnects with lastEventId={p.client.last_event_id} "
+                            "closed with 4009 before `connected`: " + BUG_REPLAY_OVER_QUEUE_LIMIT
+                        ) from None
+                await asyncio.sleep(0.2)  # the client's retry delay
+                continue
+            p.hellos.append(hello)
+            return
+        raise AssertionError(f"{p.name}: could not reconnect")
+
+
+async def client_disruption(world: World, p: Player, kind: str) -> None:
+    conn = p.client.conn
+    if kind == "close":
+        await p.client.close()
+    elif kind == "cut":
+        conn.abort()
+        await conn.done.wait()
+    else:  # kick
+        status = 0
+        for _ in range(5):  # the admin API of any live instance
+            worker = p.rng.choice(world.eligible or world.cluster.workers[:1])
+            url = f"{worker.url}/api/v1/ws/connections/{conn.hello['connectionId']}"
+            try:
+                status, _ = await http("DELETE", url)
+                break
+            except (aiohttp.ClientError, OSError):
+                continue  # that instance is going down: ask another
+        async with asyncio.timeout(15):
+            await conn.done.wait()
+        if status == 204 and conn.close_code != 4010:
+            world.unexpected.append(f"{p.name}: kicked, closed with {conn.close_code}")
+        if status != 204:
+            kind = f"kick-missed-{status}"
+    p.disconnects[kind] += 1
+
+
+async def play(world: World, p: Player) -> None:
+    """One client's life: random client-side disconnects; reconnects after any close."""
+    while not world.stopping:
+        conn = p.client.conn
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(p.rng.uniform(1.0, 4.0)):
+                await conn.done.wait()
+        async with p.lock:
+            if p.client.conn is not conn:
+                continue  # someone (the slow-consumer step) already moved it on
+            if conn.done.is_set():
+                code = conn.close_code
+                if code == 1012:
+                    kind = "sigterm"
+                    alerts = [m for _, m in conn.messages if m.get("type") == "systemAlert"]
+                    if not any(m.get("eventId") == 0 for m in alerts):
+                        world.unexpected.append(f"{p.name}: 1012 without a systemAlert first")
+                elif world.killed is not None and world.worker_of(p.client) is world.killed:
+                    kind = "kill-9"
+                else:
+                    kind = f"unexpected-{code}"
+                    world.unexpected.append(f"{p.name}: closed with {code}")
+                p.disconnects[kind] += 1
+            elif world.stopping:
+                return
+            else:
+                await client_disruption(world, p, p.rng.choice(["close", "cut", "kick"]))
+            await world.reconnect(p)
+
+
+async def states_saved(world: World, players: list[Player]) -> None:
+    """`ws:state:{user}` of each player holds its subscriptions (kill -9 precondition)."""
+
+    async def saved(p: Player) -> bool:
+        raw = await world.redis.get(f"ws:state:{p.user}")
+        return raw is not None and len(orjson.loads(raw)["subscriptions"]) == len(p.subs)
+
+    deadline = time.monotonic() + 10
+    while not all([await saved(p) for p in players]):
+        assert time.monotonic() < deadline, "states not saved"
+        await asyncio.sleep(0.05)
+
+
+async def slow_consumer(world: World, p: Player, events: EventSource) -> None:
+    """Stop reading; big notifications fill the socket and then the queue; 4009."""
+    async with p.lock:
+        conn = p.client.conn
+        worker = world.worker_of(p.client)
+        before = await asyncio.to_thread(metric, worker, "ws_slow_consumer_closes_total")
+        p.client.pause()
+        sent = 0
+        while await asyncio.to_thread(metric, worker, "ws_slow_consumer_closes_total") <= before:
+            assert sent < 400, "no 4009 after 400 big notifications"
+            batch = [
+                await events.notification(p.user, source="redis", pad=60_000) for _ in range(5)
+            ]
+            sent += len(batch)
+            want = {e.marker for e in batch}
+            await p.oracle.wait_for(lambda w=want: w <= set(p.oracle.markers()), 20, "big ones")
+        p.client.resume()
+        async with asyncio.timeout(30):
+            await conn.done.wait()
+        kind = "slow-4009" if conn.close_code == 4009 else f"slow-closed-{conn.close_code}"
+        if conn.close_code != 4009:
+            world.unexpected.append(f"{p.name}: slow consumer closed with {conn.close_code}")
+        p.disconnects[kind] += 1
+        print(f"  slow consumer {p.name}: {sent} big notifications until 4009")
+        await world.reconnect(p)
+
+
+async def instance_ops(
+    world: World, players: list[Player], events: EventSource, canary: EventSource, slow: bool
+) -> None:
+    """SIGTERM + restart of one instance, kill -9 + restart of another (never the oracles'
+    instance, workers[0]), and in the slow variant a slow consumer first."""
+    c = world.cluster
+    if slow:
+        candidates = [p for p in players if ("notifications", ALL) in p.subs]
+        await slow_consumer(world, world.rng.choice(candidates), events)
+    await asyncio.sleep(world.rng.uniform(1.0, 3.0))
+    victims = world.rng.sample(c.workers[1:], 2)
+    for step, victim in zip(("sigterm", "kill-9"), victims, strict=True):
+        if not world.on(victim, players):  # make sure someone is there to be disconnected
+            p = world.rng.choice(players)
+            async with p.lock:
+                await client_disruption(world, p, "close")
+                await world.reconnect(p, prefer=victim)
+        world.eligible.remove(victim)
+        on_victim = world.on(victim, players)
+        started = time.monotonic()
+        if step == "sigterm":
+            world.note(f"SIGTERM {victim.instance_id}")
+            await asyncio.to_thread(victim.stop)
+        else:
+            await states_saved(world, on_victim)
+            world.killed = victim
+            world.note(f"kill -9 {victim.instance_id}")
+            await asyncio.to_thread(victim.kill)
+        world.note(f"{victim.instance_id} exited")
+        world.ops[step] += 1
+        await asyncio.to_thread(victim.restart)
+        world.note(f"{victim.instance_id} restarted")
+        await asyncio.to_thread(c.wait_balanced, 90.0)
+        world.note("balanced")
+        other = c.workers[0]
+        # bug #2 (test_rolling.py): until its peers have noticed it, a restarted instance misses
+        # events they publish; clients go back to it only once it gets them.
+        await peers_deliver_to(victim, other, canary)
+        world.eligible.append(victim)
+        world.eligible.sort(key=lambda w: w.instance_id)
+        print(
+            f"  {step} of {victim.instance_id} with {len(on_victim)} clients on it: back and "
+            f"balanced in {time.monotonic() - started:.1f} s"
+        )
+        await asyncio.sleep(world.rng.uniform(1.0, 3.0))
+
+
+async def produce(
+    world: World, players: list[Player], events: EventSource, fleet: FleetDriver, until: float
+) -> int:
+    """Replayable events at ~5/s (random kind, source and audience), fixes at ~20/s."""
+    rng = random.Random(world.rng.random())
+    companies = sorted({p.company.company_id: p.company for p in players}.values(), key=str)
+    users = [p.user for p in players]
+    fixes = 0
+    tick = 0
+    while time.monotonic() < until:
+        tick += 1
+        if tick % 2 == 0:
+            kind = rng.choice(["notif", "notif", "geo", "maint", "alert"])
+            source = rng.choice(["kafka", "redis"])
+            company = rng.choice(companies)
+            if kind == "notif":
+                await events.notification(rng.choice(users), source=source)
+            elif kind == "geo":
+                await events.geo(company.company_id, rng.choice(company.vehicles), source=source)
+            elif kind == "maint":
+                vid = rng.choice(company.vehicles)
+                await events.maintenance(company.company_id, vid, source=source)
+            else:
+                target = rng.choice([None, [company.company_id], [c.company_id for c in companies]])
+                await events.alert(target, source=source)
+        for _ in range(2):
+            vid = rng.choice(rng.choice(companies).vehicles)
+            lat = round(50 + rng.random(), 6)
+            await fleet.producer.send(
+                "gps-events", key=vid.encode(), value=orjson.dumps(fix(vid, lat=lat))
+            )
+            fixes += 1
+        await asyncio.sleep(0.1)  # the load's pace
+    return fixes
+
+
+def random_subs(rng: random.Random, company: Company, *, notifications: bool) -> list[Sub]:
+    def some() -> dict[str, Any]:
+        return {"type": "byIds", "ids": sorted(rng.sample(company.vehicles, 2))}
+
+    subs: list[Sub] = []
+    if notifications or rng.random() < 0.6:
+        subs.append(("notifications", ALL))
+    for stype in ("geoEvents", "maintenance"):
+        r = rng.random()
+        if r < 0.4:
+            subs.append((stype, ALL))
+        elif r < 0.75:
+            subs.append((stype, some()))
+    if rng.random() < 0.5:
+        subs.append(("systemAlerts", ALL))
+    if rng.random() < 0.85:
+        subs.append(("vehicles", some()))
+    return subs
+
+
+async def final_positions(fleet: FleetDriver, players: list[Player]) -> None:
+    """Rounds of fixes for every subscribed vehicle until every client holds the round's
+    position of each of its vehicles as its latest (interest may still be settling)."""
+    vehicles = sorted({v for p in players for v in p.vehicles})
+    for r in range(30):
+        lat = round(80 + r / 1000, 6)
+        for v in vehicles:
+            await fleet.producer.send(
+                "gps-events", key=v.encode(), value=orjson.dumps(fix(v, lat=lat))
+            )
+        await fleet.producer.flush()
+
+        def done(lat: float = lat) -> bool:
+            return all(
+                all(p.client.last_positions().get(v) == lat for v in p.vehicles) for p in players
+            )
+
+        with contextlib.suppress(AssertionError):
+            await players[0].client.wait_for(done, 3.0, "final positions")
+            return
+    raise AssertionError(
+        "final positions never arrived: "
+        + str({p.name: p.client.last_positions() for p in players if p.vehicles})
+    )
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "slow",
+    [
+        pytest.param(
+            False,
+            id="close-cut-kick-sigterm-kill9",
+        ),
+        pytest.param(
+            True,
+            id="with-slow-consumer",
+        ),
+    ],
+)
+async def test_random_disconnects_recover_every_event_exactly_once_in_order(
+    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis, slow: bool
+) -> None:
+    seed = int(os.environ.get("RECOVERY_SEED") or random.randrange(1 << 32))
+    print(f"\nRECOVERY_SEED={seed}")
+    world = World(main, redis_main, seed)
+    rng = world.rng
+    w0 = main.workers[0]
+    companies = [await register(fleet, main.workers, 6) for _ in range(2)]
+    events = EventSource(fleet.producer, redis_main)
+    canary = EventSource(fleet.producer, redis_main)
+
+    players: list[Player] = []
+    for i in range(6):
+        company = companies[i % 2]
+        user = new_id()
+        token = company.token(user)
+        subs = random_subs(rng, company, notifications=i < 2)
+        players.append(
+            Player(
+                f"c{i}",
+                user,
+                company,
+                subs,
+                random.Random(rng.random()),
+                SeedLikeClient(token, subs, name=f"c{i}"),
+                SeedLikeClient(token, ORACLE_SUBS, name=f"oracle{i}", query="device=oracle"),
+            )
+        )
+    everyone = [c for p in players for c in (p.client, p.oracle)]
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        for p in players:
+            await p.oracle.open(w0.ws_url)
+            await p.client.open(rng.choice(main.workers).ws_url)
+        for c in everyone:
+            n = len(c.subscriptions)
+            await c.wait_for(
+                lambda c=c, n=n: sum(m["type"] == "subscribed" for m in c.messages()) == n,
+                10,
+                "subscribed",
+            )
+        await warm_up_event_partitions(fleet, w0)
+
+        world.t0 = started = time.monotonic()
+        until = started + 35
+        producer = asyncio.create_task(produce(world, players, events, fleet, until))
+        # Every client has a lastEventId to come back with (with 0 it would start afresh).
+        for p in players:
+            await p.client.wait_for(lambda p=p: p.client.last_event_id > 0, 20, "a first event")
+        tasks = [asyncio.create_task(play(world, p)) for p in players]
+        ops = asyncio.create_task(instance_ops(world, players, events, canary, slow))
+        fixes = await producer
+        await ops
+        world.stopping = True
+        await asyncio.gather(*tasks)
+        for p in players:
+            if not p.client.conn.open:
+                await world.reconnect(p)
+
+        # Everything published has arrived at the oracles, then at the clients.
+        expected = {
+            p.name: [
+                e for e in events.published if entitled(e, p.user, p.company.company_id, p.subs)
+            ]
+            for p in players
+        }
+        for p in players:
+            owed = {
+                e.marker
+                for e in events.published
+                if entitled(e, p.user, p.company.company_id, ORACLE_SUBS)
+            }
+            try:
+                await p.oracle.wait_for(lambda p=p, o=owed: o <= set(p.oracle.markers()), 40)
+            except AssertionError:
+                # Published (in a history stream, so it got an eventId) or never published?
+                history = set()
+                for stream in (
+                    f"ws:history:user:{p.user}",
+                    f"ws:history:company:{p.company.company_id}",
+                    "ws:history:all",
+                ):
+                    for _, fields in await redis_main.xrange(stream):
+                        history.add(marker_of(orjson.loads(_frame_of(fields[b"e"]))) or "")
+                lost = [
+                    f"{e.at - world.t0:6.2f}s {e.kind}/{e.source} "
+                    f"{'in history' if e.marker in history else 'NOT in history'}"
+                    for e in events.published
+                    if e.marker in owed - set(p.oracle.markers())
+                ]
+                pytest.fail(
+                    f"published events never reached the never-disconnected oracle of {p.name}:"
+                    f" {lost}\ntimeline: {world.timeline}"
+                )
+        deadline = time.monotonic() + 20
+        for p in players:
+            owed = {e.marker for e in expected[p.name]}
+            with contextlib.suppress(AssertionError):
+                await p.client.wait_for(
+                    lambda p=p, o=owed: o <= set(p.client.markers()),
+                    max(0.1, deadline - time.monotonic()),
+                )
+        await final_positions(fleet, players)
+    finally:
+        world.stopping = True
+        for t in tasks:
+            t.cancel()
+        for c in everyone:
+            await c.shutdown()
+
+    # eventIds as the never-disconnected oracles saw them (the same for everyone).
+    event_id: dict[str, int] = {}
+    for p in players:
+        for m in p.oracle.messages():
+            mk = marker_of(m)
+            if mk is not None:
+                assert event_id.setdefault(mk, m["eventId"]) == m["eventId"], (mk, m)
+        oracle_markers = p.oracle.markers()
+        assert len(oracle_markers) == len(set(oracle_markers)), f"{p.name}'s oracle: a repeat"
+        for c in p.oracle.connections[:-1]:
+            pytest.fail(f"oracle of {p.name} was disconnected ({c.close_code})")
+
+    covered = 0
+    problems: list[str] = list(world.unexpected)
+    for p in players:
+        got = [(m["eventId"], marker_of(m)) for m in p.client.messages() if is_replayable(m)]
+        want = sorted((event_id[e.marker], e.marker) for e in expected[p.name])
+        covered += len(want)
+        if got != want:
+            got_markers = [mk for _, mk in got]
+            missing = {mk for _, mk in want} - set(got_markers)
+            twice = [mk for mk, n in collections.Counter(got_markers).items() if n > 1]
+            extra = set(got_markers) - {mk for _, mk in want}
+            ids = [i for i, _ in got]
+            sample = [(event_id.get(m), m) for m in sorted(missing)[:3]]
+            problems.append(
+                f"{p.name} subs={p.subs}: {len(got)} received vs {len(want)} owed; "
+                f"missing {len(missing)} (e.g. {sample}), "
+                f"twice {len(twice)}, not owed {len(extra)}, in order: {ids == sorted(ids)}"
+            )
+            print(f"--- {p.name}: connections and missing events (times from the start)")
+            for c in p.client.connections:
+                got_ids = [m["eventId"] for _, m in c.messages if is_replayable(m)]
+                opened = c.messages[0][0] - world.t0 if c.messages else -1
+                print(
+                    f"  {opened:7.2f}s-{(c.closed_at or 0) - world.t0:7.2f}s "
+                    f"{world.by_port[int(c.url.split(':')[2].split('/')[0])].instance_id[-1]} "
+                    f"{c.url.split('&', 1)[-1][:30]} close={c.close_code} "
+                    f"recovered={c.hello.get('recovered') if c.hello else None} "
+                    f"ids={got_ids}"
+                )
+            for e in events.published:
+                if e.marker in missing:
+                    at = e.at - world.t0
+                    print(f"  missing {event_id.get(e.marker)} {at:7.2f}s {e.kind}/{e.source}")
+        for h in p.hellos:
+            if not (h.get("recovered") is True and h.get("restoredSubscriptions") == len(p.subs)):
+                problems.append(f"{p.name}: reconnect not recovered: {h}")
+        errors = [m for m in p.client.messages() if m.get("type") == "error"]
+        if errors:
+            problems.append(f"{p.name}: errors {errors[:3]}")
+        finals = p.client.last_positions()
+        if any(finals.get(v) is None or finals[v] < 80 for v in p.vehicles):
+            problems.append(f"{p.name}: final positions {finals}")
+
+    if os.environ.get("RECOVERY_DUMP"):  # everything, for a post-mortem of a failed run
+        dump = {
+            "t0": world.t0,
+            "timeline": world.timeline,
+            "published": [e.__dict__ for e in events.published],
+            "players": {
+                p.name: {
+                    "user": p.user,
+                    "subs": p.subs,
+                    "connections": [
+                        {
+                            "url": c.url,
+                            "close": c.close_code,
+                            "closed_at": c.closed_at,
+                            "messages": c.messages,
+                        }
+                        for c in p.client.connections
+                    ],
+                    "oracle": p.oracle.connections[0].messages,
+                }
+                for p in players
+            },
+        }
+        await asyncio.to_thread(Path(os.environ["RECOVERY_DUMP"]).write_bytes, orjson.dumps(dump))
+    kinds = collections.Counter[str]()
+    for p in players:
+        kinds.update(p.disconnects)
+    by_source = collections.Counter(e.source for e in events.published)
+    by_kind = collections.Counter(e.kind for e in events.published)
+    print(
+        f"  disconnects: {dict(sorted(kinds.items()))} (total {sum(kinds.values())}); "
+        f"instance ops: {dict(world.ops)}; refused reconnect attempts: "
+        f"{sum(p.refused for p in players)}\n"
+        f"  published {len(events.published)} replayable events {dict(by_kind)} "
+        f"{dict(by_source)} and {fixes} fixes; {covered} (client, event) deliveries owed and "
+        f"checked; {sum(len(p.hellos) for p in players)} recoveries"
+    )
+    assert not problems, "\n".join(problems)
+    assert kinds["close"] and kinds["cut"] and kinds["kick"], kinds
+    assert kinds["sigterm"] and kinds["kill-9"], kinds
+
+
+# ------------------------------------------------------------------------------ focused
+
+
+async def connect(worker: Worker, token: str, subs: list[Sub], **kw: Any) -> SeedLikeClient:
+    client = SeedLikeClient(token, subs, **kw)
+    await client.open(worker.ws_url)
+    await subscribed(client)
+    return client
+
+
+async def subscribed(client: SeedLikeClient) -> None:
+    """The replies to the subscribes of the current connection arrived."""
+    n = len(client.subscriptions)
+    await client.wait_for(
+        lambda: sum(m["type"] in ("subscribed", "error") for _, m in client.conn.messages) >= n,
+        10,
+        "subscribed",
+    )
+
+
+async def reconnect_with(client: SeedLikeClient, worker: Worker, last_event_id: int) -> Msg:
+    client.last_event_id = last_event_id
+    return await client.open(worker.ws_url)
+
+
+async def get_state(client: SeedLikeClient, vehicle_ids: list[str]) -> Msg:
+    await client.send({"type": "getState", "vehicleIds": vehicle_ids})
+    await client.wait_for(
+        lambda: any(
+            m["type"] == "positionBatch" and m["eventId"] == 0 for _, m in client.conn.messages
+        ),
+        10,
+        "the getState answer",
+    )
+    return next(
+        m for _, m in client.conn.messages if m["type"] == "positionBatch" and m["eventId"] == 0
+    )
+
+
+async def test_reconnect_after_the_state_ttl_is_expired_and_get_state_works(
+    clusters: tuple[Cluster, Cluster], fleet: FleetDriver
+) -> None:
+    """TRACKER_WS_STATE_TTL=2: once `ws:state:{user}` is gone, a reconnect with lastEventId
+    is `recovered: false, reason: expired`; getState and new subscriptions work again."""
+    (worker,) = clusters[1].workers
+    r = aioredis.Redis.from_url(clusters[1].redis_url)
+    company = await register(fleet, [worker], 1)
+    (vid,) = company.vehicles
+    user = new_id()
+    subs: list[Sub] = [("vehicles", {"type": "byIds", "ids": [vid]}), ("notifications", ALL)]
+    client = await connect(worker, company.token(user), subs)
+    try:
+        for n in range(30):  # interest reaches the partition owner (one worker: at once)
+            await fleet.send_fix(vid, lat=10 + n / 1000)
+            with contextlib.suppress(AssertionError):
+                await client.wait_for(lambda: vid in client.last_positions(), 0.5)
+                break
+        await client.close()
+        seen = client.last_event_id
+        assert seen > 0
+        await asyncio.to_thread(
+            wait_for,
+            lambda: not redis_sync.Redis.from_url(clusters[1].redis_url).exists(f"ws:state:{user}"),
+            15.0,
+            0.1,
+            "the saved state to expire",
+        )
+        watcher = await connect(worker, company.token(), [subs[0]])
+        try:
+            await fleet.send_fix(vid, lat=11.5)  # while away
+            await watcher.wait_for(lambda: watcher.last_positions().get(vid) == 11.5, 10)
+        finally:
+            await watcher.shutdown()
+        hello = await reconnect_with(client, worker, seen)
+        assert hello["recovered"] is False and hello["reason"] == "expired", hello
+        assert hello.get("restoredSubscriptions") in (0, None), hello
+        # Not restored: the client asks for the state, as the seed client would after this.
+        batch = await get_state(client, [vid])
+        assert [(p["vehicleId"], p["position"]["lat"]) for p in batch["positions"]] == [(vid, 11.5)]
+        await subscribed(client)  # open() re-sent the subscribes: they work again
+        await fleet.send_fix(vid, lat=12.5)
+        await client.wait_for(lambda: client.last_positions().get(vid) == 12.5, 10, "live again")
+    finally:
+        await client.shutdown()
+        await r.aclose()
+
+
+async def test_history_trimmed_past_last_event_id_is_not_recovered(
+    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
+) -> None:
+    """More than the history cap (10,000 per stream) published for one user while away:
+    `recovered: false, reason: trimmed`; getState works."""
+    w0 = main.workers[0]
+    company = await register(fleet, main.workers, 1)
+    (vid,) = company.vehicles
+    user = new_id()
+    subs: list[Sub] = [("notifications", ALL), ("vehicles", {"type": "byIds", "ids": [vid]})]
+    client = await connect(w0, company.token(user), subs)
+    events = EventSource(fleet.producer, redis_main)
+    try:
+        first = await events.notification(user, source="redis")
+        await client.wait_for(lambda: first.marker in client.markers(), 10, "first notification")
+        await client.close()
+        seen = client.last_event_id
+        watcher = await connect(w0, company.token(), [subs[1]])
+        try:
+            await fleet.send_fix(vid, lat=21.5)
+            await watcher.wait_for(lambda: watcher.last_positions().get(vid) == 21.5, 10)
+        finally:
+            await watcher.shutdown()
+        async with redis_main.pipeline(transaction=False) as pipe:
+            for i in range(HISTORY_CAP + 1):
+                value = {
+                    "userId": user,
+                    "notification": {"id": new_id(), "title": f"n{i}", "category": "bulk"},
+                }
+                pipe.publish("events:notifications", orjson.dumps(value))
+            await pipe.execute()
+        floor_key = f"ws:history:user:{user}:floor"
+
+        def trimmed() -> bool:
+            floor = redis_sync.Redis.from_url(main.redis_url).get(floor_key)
+            return floor is not None and int(floor) > seen
+
+        await asyncio.to_thread(wait_for, trimmed, 90.0, 0.2, "the user's history to be trimmed")
+        hello = await reconnect_with(client, main.workers[1], seen)
+        assert hello["recovered"] is False and hello["reason"] == "trimmed", hello
+        assert not any(is_replayable(m) for _, m in client.conn.messages), "replayed anyway"
+        batch = await get_state(client, [vid])
+        assert [p["position"]["lat"] for p in batch["positions"]] == [21.5]
+    finally:
+        await client.shutdown()
+
+
+async def test_never_seen_user_with_last_event_id_gets_no_state(main: Cluster) -> None:
+    client = SeedLikeClient(Company().token(), [("notifications", ALL)])
+    try:
+        hello = await reconnect_with(client, main.workers[0], 12345)
+        assert hello["recovered"] is False and hello["reason"] == "no_state", hello
+        await subscribed(client)  # and the connection works
+    finally:
+        await client.shutdown()
+
+
+async def test_same_user_in_another_company_gets_permissions_changed(
+    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
+) -> None:
+    user = new_id()
+    old, new = Company(), Company()
+    subs: list[Sub] = [("notifications", ALL), ("geoEvents", ALL)]
+    client = await connect(main.workers[0], old.token(user), subs)
+    events = EventSource(fleet.producer, redis_main)
+    try:
+        ev = await events.notification(user, source="redis")
+        await client.wait_for(lambda: ev.marker in client.markers(), 10, "a notification")
+        await client.close()
+        seen = client.last_event_id
+        await events.notification(user, source="redis")  # missed; must not be replayed
+        moved = SeedLikeClient(new.token(user), subs)
+        try:
+            hello = await reconnect_with(moved, main.workers[1], seen)
+            assert hello["recovered"] is False, hello
+            assert hello["reason"] == "permissions_changed", hello
+            assert hello.get("restoredSubscriptions") in (0, None), hello
+            await subscribed(moved)
+            assert not any(is_replayable(m) for m in moved.messages())
+        finally:
+            await moved.shutdown()
+    finally:
+        await client.shutdown()
+
+
+async def test_vehicle_moved_to_another_company_is_not_restored(
+    main: Cluster, fleet: FleetDriver
+) -> None:
+    """The registry moves v2 to another company while the user is away: on recovery
+    v1 comes back, v2 does not, and a SUBSCRIPTION_REVOKED error names v2."""
+    company = await register(fleet, main.workers, 2)
+    v1, v2 = company.vehicles
+    other = Company()
+    user = new_id()
+    ids = {"type": "byIds", "ids": sorted([v1, v2])}
+    subs: list[Sub] = [("vehicles", ids), ("geoEvents", ids)]
+    client = await connect(main.workers[0], company.token(user), subs)
+    try:
+        for n in range(40):
+            await fleet.send_fix(v1, lat=30 + n / 1000)
+            await fleet.send_fix(v2, lat=31 + n / 1000)
+            with contextlib.suppress(AssertionError):
+                await client.wait_for(lambda: {v1, v2} <= set(client.last_positions()), 0.5)
+                break
+        await client.close()
+        seen = client.last_event_id
+        await fleet.register(v2, other.company_id)
+
+        async def moved_everywhere() -> None:
+            # A client of the new company may subscribe to v2 once a worker's registry knows.
+            for w in main.workers:
+                for _ in range(100):
+                    probe = SeedLikeClient(
+                        other.token(), [("vehicles", {"type": "byIds", "ids": [v2]})]
+                    )
+                    try:
+                        await probe.open(w.ws_url)
+                        await subscribed(probe)
+                        if any(m["type"] == "subscribed" for m in probe.messages()):
+                            break
+                    finally:
+                        await probe.shutdown()
+                else:
+                    raise AssertionError(f"{w.instance_id} never learnt that v2 moved")
+
+        await moved_everywhere()
+        hello = await reconnect_with(client, main.workers[2], seen)
+        assert hello["recovered"] is True and hello["restoredSubscriptions"] == 2, hello
+        await client.wait_for(
+            lambda: any(m["type"] == "positionBatch" for _, m in client.conn.messages),
+            10,
+            "the recovery snapshot",
+        )
+        errors = [m for _, m in client.conn.messages if m["type"] == "error"]
+        assert errors and errors[0]["code"] == "SUBSCRIPTION_REVOKED", client.conn.messages
+        assert v2 in errors[0]["revoked"] and v1 not in errors[0]["revoked"], errors
+        snapshot = next(m for _, m in client.conn.messages if m["type"] == "positionBatch")
+        assert [p["vehicleId"] for p in snapshot["positions"]] == [v1], snapshot
+        # Exact negative check: a watcher of the new company sees v2's fix (eventId e2); v1's
+        # fix is produced after it (a larger eventId); once the client has v1's, v2's would
+        # have arrived before it.
+        watcher = await connect(
+            main.workers[2], other.token(), [("vehicles", {"type": "byIds", "ids": [v2]})]
+        )
+        try:
+            for n in range(40):
+                await fleet.send_fix(v2, lat=40 + n / 1000)
+                with contextlib.suppress(AssertionError):
+                    await watcher.wait_for(
+                        lambda n=n: watcher.last_positions().get(v2) == 40 + n / 1000, 0.5
+                    )
+                    break
+            await fleet.send_fix(v1, lat=41.5)
+            await client.wait_for(lambda: client.last_positions().get(v1) == 41.5, 10, "v1")
+        finally:
+            await watcher.shutdown()
+        live = [m for _, m in client.conn.messages if m["type"] in ("position", "positionBatch")]
+        assert all(
+            p["vehicleId"] != v2
+            for m in live
+            for p in (m["positions"] if m["type"] == "positionBatch" else [m])
+        )
+    finally:
+        await client.shutdown()
+
+
+async def test_ack_is_recorded_and_shown_as_acked_event_id(
+    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
+) -> None:
+    company = Company()
+    user = new_id()
+    w = main.workers[1]
+    client = await connect(w, company.token(user), [("notifications", ALL)])
+    events = EventSource(fleet.producer, redis_main)
+    try:
+        ev = await events.notification(user, source="redis")
+        await client.wait_for(lambda: ev.marker in client.markers(), 10, "a notification")
+        eid = client.last_event_id
+        await client.send({"type": "ack", "eventId": eid})
+        await client.send({"type": "ack", "eventId": eid - 1})  # never goes back
+
+        async def acked() -> int | None:
+            status, body = await http(
+                "GET", f"{main.workers[0].url}/api/v1/ws/users/{user}/connections"
+            )
+            assert status == 200, body
+            rows = [c for c in body["connections"] if c["id"] == client.conn.hello["connectionId"]]
+            return rows[0].get("ackedEventId") if rows else None
+
+        deadline = time.monotonic() + 10
+        while (value := await acked()) != eid:
+            assert time.monotonic() < deadline, f"ackedEventId {value}, want {eid}"
+            await asyncio.sleep(0.1)
+        await client.close()
+        # The acknowledged position is kept with the saved state too.
+        await asyncio.to_thread(
+            wait_for,
+            lambda: (
+                orjson.loads(
+                    redis_sync.Redis.from_url(main.redis_url).get(f"ws:state:{user}") or b"{}"
+                ).get("ackedEventId")
+                == eid
+            ),
+            10.0,
+            0.1,
+            "ackedEventId in ws:state",
+        )
+    finally:
+        await client.shutdown()
+
+
+async def test_resent_subscribes_after_recovery_get_nothing_twice(
+    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
+) -> None:
+    """The seed client re-sends its subscribes after every reconnect: replay, snapshot and
+    live events still come once each, in eventId order, on another instance too."""
+    company = await register(fleet, main.workers, 2)
+    v1, v2 = company.vehicles
+    user = new_id()
+    subs: list[Sub] = [
+        ("notifications", ALL),
+        ("geoEvents", ALL),
+        ("maintenance", {"type": "byIds", "ids": [v1]}),
+        ("vehicles", {"type": "byIds", "ids": [v1]}),
+    ]
+    client = await connect(main.workers[0], company.token(user), subs)
+    watcher = await connect(main.workers[1], company.token(user), ORACLE_SUBS, query="device=w")
+    events = EventSource(fleet.producer, redis_main)
+    cid = company.company_id
+    try:
+        first = await events.notification(user, source="redis")
+        await client.wait_for(lambda: first.marker in client.markers(), 10, "first")
+        await client.close()
+        missed = [
+            await events.notification(user, source="kafka"),
+            await events.geo(cid, v2, source="redis"),
+            await events.maintenance(cid, v1, source="kafka"),
+            await events.maintenance(cid, v2, source="redis"),  # not subscribed
+            await events.notification(user, source="redis"),
+        ]
+        try:
+            await watcher.wait_for(lambda: {e.marker for e in missed} <= set(watcher.markers()), 20)
+            hello = await client.open(main.workers[2].ws_url)  # re-sends the 4 subscribes
+            assert hello["recovered"] is True and hello["restoredSubscriptions"] == 4, hello
+            await subscribed(client)
+            live = [
+                await events.geo(cid, v1, source="kafka"),
+                await events.notification(user, source="redis"),
+            ]
+            await client.wait_for(lambda: {e.marker for e in live} <= set(client.markers()), 20)
+            await watcher.wait_for(lambda: {e.marker for e in live} <= set(watcher.markers()), 20)
+        finally:
+            await watcher.shutdown()
+        event_id = {marker_of(m): m["eventId"] for m in watcher.messages() if is_replayable(m)}
+        owed = [e.marker for e in [first, *missed, *live] if e is not missed[3]]
+        want = sorted(owed, key=lambda mk: event_id[mk])  # eventId order, not publication order
+        got = client.markers()
+        assert got == want, (got, want)
+        ids = [m["eventId"] for m in client.messages() if is_replayable(m)]
+        assert ids == sorted(set(ids)), ids
+        kinds = [m["type"] for _, m in client.conn.messages]
+        assert kinds.count("connected") == 1 and kinds.count("subscribed") == 4, kinds
+        snapshots = [
+            m for _, m in client.conn.messages if m["type"] == "positionBatch" and not m["eventId"]
+        ]
+        assert len(snapshots) == 1, snapshots
+    finally:
+        await client.shutdown()
+
+
+async def test_client_that_missed_more_events_than_the_queue_limit_recovers(
+    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
+) -> None:
+    company = Company()
+    user = new_id()
+    client = await connect(main.workers[0], company.token(user), [("notifications", ALL)])
+    watcher = await connect(main.workers[1], company.token(user), ORACLE_SUBS, query="device=w")
+    events = EventSource(fleet.producer, redis_main)
+    try:
+        first = await events.notification(user, source="redis")
+        await client.wait_for(lambda: first.marker in client.markers(), 10, "first")
+        await client.close()
+        missed = [await events.notification(user, source="redis") for _ in range(QUEUE_LIMIT + 10)]
+        await watcher.wait_for(lambda: {e.marker for e in missed} <= set(watcher.markers()), 20)
+        try:
+            hello = await client.open(main.workers[2].ws_url)
+        except ConnectFailed as exc:
+            pytest.fail(f"reconnect refused: {exc}")
+        assert hello["recovered"] is True, hello
+        await client.wait_for(lambda: {e.marker for e in missed} <= set(client.markers()), 20)
+        assert client.markers() == [first.marker] + [e.marker for e in missed]
+    finally:
+        await client.shutdown()
+        await watcher.shutdown()
