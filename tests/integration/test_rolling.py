@@ -47,11 +47,6 @@ from tracker_ws.devstack import Worker, wait_for
 DB = 8
 DRAIN_RATE = 20  # closes per second while draining
 CLIENTS = 60
-BUG_CONSISTENCY_CRASH = (
-    "BUG: (#3) an instance restart can crash a surviving worker in the following rebalance "
-    "(faust Recovery ConsistencyError: changelog persisted offset > highwater; "
-    "tracker_ws/app.py create_app)"
-)
 
 
 Sub = tuple[str, dict[str, Any]]
