@@ -332,10 +332,60 @@ async def run_socketio(args: argparse.Namespace) -> None:
         await runner.cleanup()
 
 
+async def run_raw_consumer(args: argparse.Namespace) -> None:
+    """Read `--count` gps-events records from the beginning with a plain aiokafka consumer
+    (JSON-decoding each value) and print one JSON line: events/s and events per CPU-second."""
+    import os
+    import sys
+
+    consumer = AIOKafkaConsumer(
+        GPS_TOPIC,
+        bootstrap_servers=args.broker,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    n = 0
+    first = cpu_first = 0.0
+    deadline = time.monotonic() + 150.0
+    try:
+        while n < args.count and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                for r in records:
+                    if n == 0:
+                        first = time.monotonic()
+                        t = os.times()
+                        cpu_first = t.user + t.system
+                    orjson.loads(r.value)
+                    n += 1
+    finally:
+        await consumer.stop()
+    wall = time.monotonic() - first
+    t = os.times()
+    cpu = t.user + t.system - cpu_first
+    print(
+        orjson.dumps(
+            {
+                "events": n,
+                "wall_s": round(wall, 3),
+                "events_per_s": round(n / wall, 1) if wall > 0 else None,
+                "events_per_cpu_s": round(n / cpu, 1) if cpu > 0 else None,
+            }
+        ).decode(),
+        file=sys.stdout,
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.baselines", description=__doc__)
-    parser.add_argument("kind", choices=("picows", "socketio"))
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("kind", choices=("picows", "socketio", "raw-consumer"))
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--count", type=int, default=0, help="raw-consumer: records to read")
     parser.add_argument("--broker", required=True, help="bootstrap host:port")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--uvloop", action="store_true")
@@ -347,7 +397,9 @@ def main() -> None:
         import uvloop
 
         uvloop.install()
-    runner = run_picows if args.kind == "picows" else run_socketio
+    runner = {"picows": run_picows, "socketio": run_socketio, "raw-consumer": run_raw_consumer}[
+        args.kind
+    ]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner(args))
 

@@ -18,8 +18,9 @@ _T0 = time.monotonic()
 
 def progress(msg: str) -> None:
     """One line per step on stderr, with the elapsed time of the whole run."""
-    el = time.monotonic() - _T0
-    print(f"[bench {int(el) // 60:02d}:{el % 60:04.1f}] {msg}", file=sys.stderr, flush=True)
+    tenths = int((time.monotonic() - _T0) * 10)
+    minutes, rest = divmod(tenths, 600)
+    print(f"[bench {minutes:02d}:{rest / 10:04.1f}] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------ CPU
@@ -69,7 +70,7 @@ def pin_self(cpus: set[int] | None) -> None:
 def raise_nofile(want: int = 200_000) -> tuple[int, int]:
     """Raise RLIMIT_NOFILE (soft to hard; hard too when privileged). Children inherit it, so
     calling this before starting a worker gives the worker the same limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target_hard = max(hard, want) if hard != resource.RLIM_INFINITY else hard
     for new in ((target_hard, target_hard), (hard, hard)):
         try:
@@ -234,7 +235,9 @@ def metric_sum(samples: list[tuple[str, dict[str, str], float]], name: str, **wa
 
 def stream_ok(base_url: str, topic: str = "gps-events") -> float:
     """The worker's `ws_stream_events_total{topic, outcome="ok"}`."""
-    return metric_sum(scrape(f"{base_url}/metrics"), "ws_stream_events_total", topic=topic, outcome="ok")
+    return metric_sum(
+        scrape(f"{base_url}/metrics"), "ws_stream_events_total", topic=topic, outcome="ok"
+    )
 
 
 def median(values: list[float]) -> float | None:
@@ -243,3 +246,56 @@ def median(values: list[float]) -> float | None:
         return None
     mid = len(vals) // 2
     return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def bucket_counts(
+    samples: list[tuple[str, dict[str, str], float]], name: str
+) -> dict[float, float]:
+    """Cumulative Prometheus histogram buckets {upper bound (s): count}, summed over labels."""
+    out: dict[float, float] = {}
+    for n, labels, v in samples:
+        if n == f"{name}_bucket":
+            le = labels.get("le", "")
+            bound = float("inf") if le == "+Inf" else float(le)
+            out[bound] = out.get(bound, 0.0) + v
+    return out
+
+
+def bucket_percentile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
+    """Upper bound (ms) of the bucket holding the q-th percentile of the observations made
+    between two scrapes."""
+    bounds = sorted(after)
+    delta = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not delta or delta[-1] <= 0:
+        return None
+    rank = q / 100.0 * delta[-1]
+    for b, c in zip(bounds, delta, strict=True):
+        if c >= rank:
+            return b * 1000.0
+    return None
+
+
+class CoreBusy:
+    """Busy share of a set of CPUs between two points in time (all processes, not just ours:
+    other work on the machine shows up here)."""
+
+    def __init__(self, cpus: set[int] | None) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.cpus = sorted(cpus) if cpus else None
+        self.t0 = self._sample()
+
+    def _sample(self) -> tuple[float, float]:
+        per = self._psutil.cpu_times(percpu=True)
+        chosen = [per[i] for i in self.cpus] if self.cpus else per
+        total = sum(sum(t) for t in chosen)
+        idle = sum(t.idle + getattr(t, "iowait", 0.0) for t in chosen)
+        return total, idle
+
+    def busy(self) -> float:
+        total, idle = self._sample()
+        dt = total - self.t0[0]
+        return round(1.0 - (idle - self.t0[1]) / dt, 3) if dt > 0 else 0.0

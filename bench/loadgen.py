@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class Stats:
         "lat_sum",
         "measure",
         "other",
+        "pframes",
         "sec_cache",
         "updates",
     )
@@ -78,6 +80,7 @@ class Stats:
         self.frames = 0
         self.bytes = 0
         self.updates = 0
+        self.pframes = 0
         self.other = 0
         self.hist = [0] * HIST_BINS
         self.lat_sum = 0.0
@@ -132,10 +135,18 @@ def _make_listener_classes() -> tuple[type, type]:
     class TrackerClient(WSListener):  # type: ignore[misc]
         """tracker_ws protocol: wait for `connected`, send the subscribe, wait `subscribed`."""
 
-        __slots__ = ("closed", "ready", "st", "sub", "token", "transport", "updates")
+        __slots__ = ("closed", "measure", "ready", "st", "sub", "token", "transport", "updates")
 
-        def __init__(self, st: Stats, sub: bytes, token: str, ready: asyncio.Future[None]) -> None:
+        def __init__(
+            self,
+            st: Stats,
+            sub: bytes,
+            token: str,
+            ready: asyncio.Future[None],
+            measure: bool = True,
+        ) -> None:
             self.st = st
+            self.measure = measure
             self.sub = sub
             self.token = token
             self.ready: asyncio.Future[None] | None = ready
@@ -155,7 +166,8 @@ def _make_listener_classes() -> tuple[type, type]:
                 st.bytes += len(data)
                 if data.startswith(b'{"type":"position'):
                     self.updates += data.count(b'"vehicleId"')
-                    if st.measure:
+                    st.pframes += 1
+                    if self.measure and st.measure:
                         st.observe(data)
                     return
                 self._control(transport, data)
@@ -200,7 +212,8 @@ def _make_listener_classes() -> tuple[type, type]:
                 st.bytes += len(data)
                 if data.startswith(b'42["position"'):
                     self.updates += data.count(b'"vehicleId"')
-                    if st.measure:
+                    st.pframes += 1
+                    if self.measure and st.measure:
                         st.observe(data)
                     return
                 if data == b"2":
@@ -244,7 +257,7 @@ class _Child:
         self.stop = asyncio.Event()
 
     async def connect(
-        self, specs: list[ConnSpec], proto: str, concurrency: int, timeout: float
+        self, specs: list[ConnSpec], proto: str, concurrency: int, timeout: float, sample: float
     ) -> dict[str, Any]:
         from picows import ws_connect
 
@@ -259,8 +272,13 @@ class _Child:
         first = time.monotonic()
         done = 0
 
-        async def one(spec: ConnSpec) -> None:
+        # Latency is recorded on a deterministic share of the connections (all by default).
+        every = max(1, round(1 / sample)) if sample > 0 else 0
+        offset = len(self.clients)
+
+        async def one(k: int, spec: ConnSpec) -> None:
             nonlocal ok, failed, done, last_report
+            measure = bool(every) and (offset + k) % every == 0
             async with sem:
                 ready: asyncio.Future[None] = loop.create_future()
                 t0 = time.perf_counter()
@@ -268,7 +286,7 @@ class _Child:
                 try:
                     async with asyncio.timeout(timeout):
                         transport, client = await ws_connect(
-                            lambda: cls(st, spec.subscribe, spec.token, ready),
+                            lambda: cls(st, spec.subscribe, spec.token, ready, measure),
                             spec.url,
                             websocket_handshake_timeout=timeout,
                             read_buffer_init_size=4096,
@@ -297,7 +315,7 @@ class _Child:
                         flush=True,
                     )
 
-        await asyncio.gather(*(one(s) for s in specs))
+        await asyncio.gather(*(one(k, s) for k, s in enumerate(specs)))
         elapsed = time.monotonic() - first
         gc.collect()
         gc.freeze()  # thousands of long-lived listener objects: keep them out of GC scans
@@ -318,6 +336,7 @@ class _Child:
         st = self.st
         out: dict[str, Any] = {
             "frames": st.frames,
+            "pframes": st.pframes,
             "bytes": st.bytes,
             "updates": sum(c.updates for c in self.clients) - sum(self.base),
             "hist": {i: n for i, n in enumerate(st.hist) if n},
@@ -373,13 +392,19 @@ class _Child:
         loop = asyncio.get_running_loop()
         commands: asyncio.Queue[Any] = asyncio.Queue()
 
-        def readable() -> None:
-            try:
-                commands.put_nowait(self.conn.recv())
-            except (EOFError, OSError):
-                commands.put_nowait(("close",))
+        def reader() -> None:
+            # A blocking reader thread: large pickles arrive in several reads, which a
+            # non-blocking add_reader callback would tear apart.
+            while True:
+                try:
+                    msg = self.conn.recv()
+                except (EOFError, OSError):
+                    msg = ("close",)
+                loop.call_soon_threadsafe(commands.put_nowait, msg)
+                if msg[0] == "close":
+                    return
 
-        loop.add_reader(self.conn.fileno(), readable)
+        threading.Thread(target=reader, name="commands", daemon=True).start()
         while True:
             cmd = await commands.get()
             name = cmd[0]
@@ -468,14 +493,20 @@ class LoadGen:
         return out
 
     async def connect(
-        self, specs: list[ConnSpec], proto: str, *, concurrency: int = 64, timeout: float = 60.0
+        self,
+        specs: list[ConnSpec],
+        proto: str,
+        *,
+        concurrency: int = 64,
+        timeout: float = 60.0,
+        sample: float = 1.0,
     ) -> dict[str, Any]:
         n = len(self.pipes)
         parts = [specs[i::n] for i in range(n)]
         budget = timeout + len(specs) / 50.0 + 30.0  # generous bound for the whole batch
         t0 = time.monotonic()
         replies = await self._call(
-            [("connect", part, proto, concurrency, timeout) for part in parts], budget
+            [("connect", part, proto, concurrency, timeout, sample) for part in parts], budget
         )
         wall = time.monotonic() - t0
         hist = Hist.empty()
@@ -509,6 +540,7 @@ class LoadGen:
             k: 0
             for k in (
                 "frames",
+                "pframes",
                 "bytes",
                 "updates",
                 "other",

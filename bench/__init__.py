@@ -1,0 +1,1 @@
+"""Benchmark suite of tracker_ws (issue 4): `python -m bench --help`, see bench/README.md."""
