@@ -7,7 +7,17 @@ import sys
 import time
 
 
+def _raise_fd_limit() -> None:
+    """Every WebSocket is a file descriptor: take the hard limit, not the default 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
+    _raise_fd_limit()
     from tracker_ws.app import app
 
     # Hand over to Faust's own CLI, as `faust -A tracker_ws.app worker` would.
