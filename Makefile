@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODE_STAMP := tests/e2e/node_modules/.installed
 
-.PHONY: run test lint unit integration e2e bench clean fmt
+.PHONY: run test soak lint unit integration e2e bench clean fmt
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Long randomised recovery runs (3 instances, every kind of disconnect): ~3 min.
+soak: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q -m soak
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -495,6 +495,7 @@ async def final_positions(fleet: FleetDriver, players: list[Player]) -> None:
     )
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "slow",
