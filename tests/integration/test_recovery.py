@@ -466,6 +466,9 @@ def random_subs(rng: random.Random, company: Company, *, notifications: bool) ->
         subs.append(("systemAlerts", ALL))
     if rng.random() < 0.85:
         subs.append(("vehicles", some()))
+    if not subs:
+        # An empty draw would leave the client nothing to receive and nothing to recover.
+        subs.append(("notifications", ALL))
     return subs
 
 
