@@ -55,10 +55,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
         consumer._fetch_max_wait_ms = wait
         return consumer
 
-    async def seek_to_committed(self) -> Mapping[TopicPartition, int | None]:
-        result: Mapping[TopicPartition, int | None] = await self.call_thread(
-            self._seek_and_pin
-        )
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        # Faust's signature says int; aiokafka gives None for a partition never committed.
+        result: Mapping[Any, int] = await self.call_thread(self._seek_and_pin)
         return result
 
     async def _seek_and_pin(self) -> Mapping[TopicPartition, int | None]:
