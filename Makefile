@@ -26,7 +26,8 @@ run: $(STAMP)
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
 
-# Long randomised recovery runs (3 instances, every kind of disconnect): ~3 min.
+# Randomised recovery and rolling-restart runs with new seeds (3 instances, every kind of
+# disconnect): ~3 min. Replay one with RECOVERY_SEED=… or ROLLING_SEED=… as printed.
 soak: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -m soak
 

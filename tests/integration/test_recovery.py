@@ -37,7 +37,12 @@ import redis as redis_sync
 import redis.asyncio as aioredis
 
 from tests.conftest import Cluster, start_cluster
-from tests.support.checks import peers_deliver_to, settled, warm_up_event_partitions
+from tests.support.checks import (
+    peers_deliver_to,
+    run_seed,
+    settled,
+    warm_up_event_partitions,
+)
 from tests.support.client import ConnectFailed, Msg, SeedLikeClient, is_replayable
 from tests.support.fleet import (
     Company,
@@ -498,25 +503,24 @@ async def final_positions(fleet: FleetDriver, players: list[Player]) -> None:
     )
 
 
-@pytest.mark.soak
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    "slow",
+    ("slow", "fixed_seed"),
     [
-        pytest.param(
-            False,
-            id="close-cut-kick-sigterm-kill9",
-        ),
-        pytest.param(
-            True,
-            id="with-slow-consumer",
-        ),
+        # The default suite replays one known seed; `make soak` draws new ones.
+        pytest.param(False, 363977390, id="close-cut-kick-sigterm-kill9-seeded"),
+        pytest.param(False, None, id="close-cut-kick-sigterm-kill9", marks=pytest.mark.soak),
+        pytest.param(True, None, id="with-slow-consumer", marks=pytest.mark.soak),
     ],
 )
 async def test_random_disconnects_recover_every_event_exactly_once_in_order(
-    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis, slow: bool
+    main: Cluster,
+    fleet: FleetDriver,
+    redis_main: aioredis.Redis,
+    slow: bool,
+    fixed_seed: int | None,
 ) -> None:
-    seed = int(os.environ.get("RECOVERY_SEED") or random.randrange(1 << 32))
+    seed = run_seed("RECOVERY_SEED", fixed_seed)
     print(f"\nRECOVERY_SEED={seed}")
     world = World(main, redis_main, seed)
     rng = world.rng

@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import os
 import random
 import time
 import urllib.request
@@ -31,7 +30,12 @@ import redis as redis_sync
 import redis.asyncio as aioredis
 
 from tests.conftest import Cluster, start_cluster
-from tests.support.checks import peers_deliver_to, settled, warm_up_event_partitions
+from tests.support.checks import (
+    peers_deliver_to,
+    run_seed,
+    settled,
+    warm_up_event_partitions,
+)
 from tests.support.client import ConnectFailed, Msg, SeedLikeClient, is_replayable
 from tests.support.fleet import (
     Company,
@@ -304,12 +308,19 @@ def position_times(client: SeedLikeClient) -> list[float]:
     ]
 
 
-@pytest.mark.soak  # intermittent loss under investigation: see the closing note
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "fixed_seed",
+    [
+        # The default suite replays one known seed; `make soak` draws new ones.
+        pytest.param(4189760921, id="seeded"),
+        pytest.param(None, id="random", marks=pytest.mark.soak),
+    ],
+)
 async def test_rolling_restart_under_load_loses_nothing(
-    cluster: Cluster, fleet: FleetDriver, redis_db: aioredis.Redis
+    cluster: Cluster, fleet: FleetDriver, redis_db: aioredis.Redis, fixed_seed: int | None
 ) -> None:
-    seed = int(os.environ.get("ROLLING_SEED") or random.randrange(1 << 32))
+    seed = run_seed("ROLLING_SEED", fixed_seed)
     print(f"\nROLLING_SEED={seed}")
     rng = random.Random(seed)
     deploy = Deploy(cluster, rng)

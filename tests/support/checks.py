@@ -7,6 +7,8 @@ everything already received, so the order in which a test waits for things does 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -194,3 +196,13 @@ async def warm_up_event_partitions(fleet: FleetDriver, worker: Worker) -> None:
         await watcher.wait_for(lambda: set(sent) <= set(watcher.markers()), 30, "warm-up events")
     finally:
         await watcher.shutdown()
+
+
+def run_seed(env_name: str, fixed: int | None) -> int:
+    """The seed of a randomised run: `env_name` from the environment replays a printed run;
+    otherwise the default suite uses its `fixed` seed (the same choices every run) and a soak
+    run (fixed=None) draws a new one."""
+    chosen = os.environ.get(env_name)
+    if chosen:
+        return int(chosen)
+    return fixed if fixed is not None else random.randrange(1 << 32)
