@@ -1,171 +1,34 @@
 'use strict';
 // The seed's JavaScript client (websocket-service-spec.ru.md §8), run in Node against a live
-// server by tests/e2e/test_seed_client.py.
+// server by the tests in tests/e2e (started through tests/support/node_seed.py).
 //
-// The TrackerWebSocket class below is copied VERBATIM from the seed. The only two changes, both
-// needed to run it in Node:
-//   1. `const WebSocket = require('ws');` (browsers have a global WebSocket, Node does not);
-//   2. the URL is built from process.env.TRACKER_WS_URL instead of `wss://tracker.example.com/ws`.
+// The TrackerWebSocket class is not copied here: it is loaded from the demo page's script
+// tracker_ws/web/static/tracker-ws.js, the seed's class verbatim but for the one line of
+// connect() that builds the URL (from the page's `location`). That file is a plain browser
+// script, so it is evaluated here with the two browser globals it uses provided:
+//   1. `WebSocket`: the `ws` package (Node 20 has no global WebSocket);
+//   2. `location`: protocol and host taken from TRACKER_WS_URL (ws: -> http:, wss: -> https:,
+//      which connect() maps back), whose path must be /ws, the path connect() appends.
 // Everything the driver needs (raw messages, outgoing frames, exit) is hooked from outside by
 // wrapping instance methods; the class itself is not edited.
+const fs = require('fs');
+const path = require('path');
+const vm = require('vm');
 const WebSocket = require('ws');
 
-// ---------------------------------------------------------------- seed §8 (verbatim) -------
-class TrackerWebSocket {
-  constructor(token) {
-    this.token = token;
-    this.ws = null;
-    this.lastEventId = 0;
-    this.subscriptions = new Map();
-    this.reconnectAttempts = 0;
-    this.maxReconnectAttempts = 5;
-    this.heartbeatInterval = null;
+const CLASS_FILE = path.resolve(__dirname, '../../tracker_ws/web/static/tracker-ws.js');
+
+// The class as the browser gets it: the script evaluated as a classic script in this context.
+function loadTrackerWebSocket(wsUrl) {
+  const url = new URL(wsUrl);
+  if (!['ws:', 'wss:'].includes(url.protocol) || url.pathname !== '/ws' || url.search) {
+    console.error(`TRACKER_WS_URL must be ws[s]://host:port/ws (what connect() builds): ${wsUrl}`);
+    process.exit(2);
   }
-
-  connect() {
-    const url = `${process.env.TRACKER_WS_URL}?token=${this.token}&lastEventId=${this.lastEventId}`;
-    this.ws = new WebSocket(url);
-
-    this.ws.onopen = () => {
-      console.log('WebSocket connected');
-      this.reconnectAttempts = 0;
-      this.startHeartbeat();
-      this.restoreSubscriptions();
-    };
-
-    this.ws.onmessage = (event) => {
-      const message = JSON.parse(event.data);
-      this.handleMessage(message);
-    };
-
-    this.ws.onclose = (event) => {
-      console.log('WebSocket closed', event.code, event.reason);
-      this.stopHeartbeat();
-      this.scheduleReconnect();
-    };
-
-    this.ws.onerror = (error) => {
-      console.error('WebSocket error', error);
-    };
-  }
-
-  handleMessage(message) {
-    // Обновляем lastEventId для восстановления
-    if (message.eventId) {
-      this.lastEventId = Math.max(this.lastEventId, message.eventId);
-    }
-
-    switch (message.type) {
-      case 'connected':
-        console.log('Connection established:', message.connectionId);
-        break;
-
-      case 'subscribed':
-        console.log(`Subscribed to ${message.subscriptionType}: ${message.count} items`);
-        break;
-
-      case 'position':
-        this.onPositionUpdate?.(message.vehicleId, message.position);
-        break;
-
-      case 'positionBatch':
-        message.positions.forEach(p => {
-          this.onPositionUpdate?.(p.vehicleId, p.position, p.status, p.sensors);
-        });
-        break;
-
-      case 'geoEvent':
-        this.onGeoEvent?.(message.event);
-        break;
-
-      case 'notification':
-        this.onNotification?.(message.notification);
-        break;
-
-      case 'systemAlert':
-        this.onSystemAlert?.(message.level, message.message);
-        break;
-
-      case 'pong':
-        // Heartbeat response
-        break;
-
-      case 'error':
-        console.error('Server error:', message.code, message.message);
-        break;
-    }
-  }
-
-  subscribe(subscriptionType, filter) {
-    const message = {
-      type: 'subscribe',
-      subscriptionType,
-      filter
-    };
-    this.subscriptions.set(`${subscriptionType}:${JSON.stringify(filter)}`, message);
-    this.send(message);
-  }
-
-  unsubscribe(subscriptionType, filter = null) {
-    const message = {
-      type: 'unsubscribe',
-      subscriptionType,
-      filter
-    };
-    this.subscriptions.delete(`${subscriptionType}:${JSON.stringify(filter)}`);
-    this.send(message);
-  }
-
-  getState(vehicleIds = null) {
-    this.send({
-      type: 'getState',
-      vehicleIds
-    });
-  }
-
-  send(message) {
-    if (this.ws?.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(message));
-    }
-  }
-
-  startHeartbeat() {
-    this.heartbeatInterval = setInterval(() => {
-      this.send({ type: 'ping' });
-    }, 30000);
-  }
-
-  stopHeartbeat() {
-    if (this.heartbeatInterval) {
-      clearInterval(this.heartbeatInterval);
-      this.heartbeatInterval = null;
-    }
-  }
-
-  restoreSubscriptions() {
-    this.subscriptions.forEach(message => {
-      this.send(message);
-    });
-  }
-
-  scheduleReconnect() {
-    if (this.reconnectAttempts < this.maxReconnectAttempts) {
-      const delay = Math.min(1000 * Math.pow(2, this.reconnectAttempts), 30000);
-      console.log(`Reconnecting in ${delay}ms...`);
-      setTimeout(() => {
-        this.reconnectAttempts++;
-        this.connect();
-      }, delay);
-    } else {
-      console.error('Max reconnect attempts reached');
-      this.onMaxReconnectReached?.();
-    }
-  }
-
-  disconnect() {
-    this.stopHeartbeat();
-    this.ws?.close(1000, 'Client disconnect');
-  }
+  globalThis.WebSocket = WebSocket;
+  globalThis.location = { protocol: url.protocol === 'wss:' ? 'https:' : 'http:', host: url.host };
+  const source = fs.readFileSync(CLASS_FILE, 'utf8');
+  return vm.runInThisContext(`${source}\nTrackerWebSocket`, { filename: CLASS_FILE });
 }
 
 // ---------------------------------------------------------------- driver -------------------
@@ -193,6 +56,7 @@ const brief = (a) => (typeof a === 'string' ? a : a?.message ?? JSON.stringify(a
 console.log = (...args) => process.stderr.write(args.map(brief).join(' ') + '\n');
 console.error = console.log;
 
+const TrackerWebSocket = loadTrackerWebSocket(process.env.TRACKER_WS_URL);
 const ws = new TrackerWebSocket(token);
 let currentEventId = null; // eventId of the message whose callbacks are running
 let ready = false;

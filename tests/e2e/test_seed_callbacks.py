@@ -1,7 +1,8 @@
 """The seed §8 JavaScript client's onGeoEvent, onNotification and onSystemAlert callbacks.
 
-tests/e2e/seed_client.js runs the seed's `TrackerWebSocket` class verbatim in Node; its driver
-subscribes to geoEvents, notifications and systemAlerts (`all`) and prints one JSON line per
+tests/e2e/seed_client.js runs the seed's `TrackerWebSocket` class (the demo page's
+tracker_ws/web/static/tracker-ws.js, verbatim but for the URL) in Node; its driver subscribes
+to geoEvents, notifications and systemAlerts (`all`) and prints one JSON line per
 callback. The events come from the Kafka topics or the Redis `events:*` channels; the
 callbacks must see them with the seed's field names (event.vehicleName, event.eventType,
 event.geozoneName; notification.title, notification.body; level, message). Notifications are
@@ -11,63 +12,27 @@ produced first, must not reach the client (exact: eventIds arrive in increasing 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import shutil
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from tests.e2e.test_seed_client import NodeSeedClient
 from tests.support.checks import registered_company
 from tests.support.client import WsClient
 from tests.support.fleet import Company, FleetDriver, new_id
+from tests.support.node_seed import NodeSeedClient, requires_node_seed
 from tracker_ws.devstack import Worker
 
-E2E_DIR = Path(__file__).resolve().parent
-SCRIPT = E2E_DIR / "seed_client.js"
-NODE = shutil.which("node")
-WS_PACKAGE = E2E_DIR / "node_modules" / "ws" / "package.json"
-
-if NODE is None:
-    pytestmark = pytest.mark.skip(reason="node is not on PATH: the seed JS client cannot run")
-elif not WS_PACKAGE.is_file():
-    pytestmark = pytest.mark.skip(
-        reason="tests/e2e/node_modules/ws is missing: run `cd tests/e2e && npm install` "
-        "(`make test` does it)"
-    )
+pytestmark = requires_node_seed
 
 SUBSCRIPTIONS = [
     {"subscriptionType": t, "filter": {"type": "all"}}
     for t in ("geoEvents", "notifications", "systemAlerts")
 ]
-
-
-async def start_node(ws_url: str, token: str) -> NodeSeedClient:
-    assert NODE is not None
-    config = {
-        "token": token,
-        "subscriptions": SUBSCRIPTIONS,
-        "durationMs": 60_000,  # a safety cap: the test ends it by closing stdin
-        "stopOnStdinEnd": True,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        NODE,
-        str(SCRIPT),
-        json.dumps(config),
-        env={**os.environ, "TRACKER_WS_URL": ws_url},
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=1 << 20,
-    )
-    return NodeSeedClient(proc)
 
 
 def iso(ms: int) -> str:
@@ -136,11 +101,13 @@ async def test_seed_js_client_geo_notification_and_alert_callbacks(
             assert await redis_client.publish(f"events:{topic}", raw) >= 1
 
     other = await WsClient.connect(worker.ws_url, company.token(other_user))
-    node = await start_node(worker.ws_url, company.token(user))
+    node = await NodeSeedClient.start(
+        worker.ws_url, company.token(user), subscriptions=SUBSCRIPTIONS
+    )
     try:
         assert (await other.subscribe("notifications", {"type": "all"}))["type"] == "subscribed"
         await node.wait_for(lambda line: line.get("ready") is True, 20.0, "the ready line")
-        subscribed = [line["raw"] for line in node.lines if line.get("raw", {}).get("type")]
+        subscribed = [line["raw"] for line in node.seen if line.get("raw", {}).get("type")]
         assert [m["type"] for m in subscribed] == ["connected"] + ["subscribed"] * 3, subscribed
 
         # Another user's notification first: its own client has it (so it is published)…
@@ -167,10 +134,7 @@ async def test_seed_js_client_geo_notification_and_alert_callbacks(
         )
     finally:
         await other.close()
-        try:
-            code = await node.stop()
-        finally:
-            await node.kill()
+        code = await node.stop()
     assert code == 0, node.stderr[-10:]
 
     # onGeoEvent(event): the seed GeozoneEvent field names.

@@ -1,7 +1,8 @@
 """The seed's JavaScript client (seed §8), run unchanged in Node against a live worker.
 
-tests/e2e/seed_client.js holds the seed's `TrackerWebSocket` class verbatim (only `require('ws')`
-and the URL differ) plus a driver that prints one JSON line per callback / raw message / send.
+tests/e2e/seed_client.js loads the seed's `TrackerWebSocket` class from the demo page's
+tracker_ws/web/static/tracker-ws.js (the class verbatim, only the URL differs) and drives it,
+printing one JSON line per callback / raw message / send (tests/support/node_seed.py).
 This proves that the client the product was specified with works as written: its subscribe
 (sent from `onopen` by `restoreSubscriptions`), its field names, and that it sees only what it
 subscribed to, within a second of the fix being produced.
@@ -9,127 +10,21 @@ subscribed to, within a second of the fix being produced.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import os
-import shutil
 import statistics
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.client import WsClient
 from tests.support.fleet import FleetDriver, wait_registry
+from tests.support.node_seed import NodeSeedClient, requires_node_seed
 from tracker_ws.devstack import Worker
 
-E2E_DIR = Path(__file__).resolve().parent
-SCRIPT = E2E_DIR / "seed_client.js"
-NODE = shutil.which("node")
-WS_PACKAGE = E2E_DIR / "node_modules" / "ws" / "package.json"
+pytestmark = requires_node_seed
 
-if NODE is None:
-    pytestmark = pytest.mark.skip(reason="node is not on PATH: the seed JS client cannot run")
-elif not WS_PACKAGE.is_file():
-    pytestmark = pytest.mark.skip(
-        reason="tests/e2e/node_modules/ws is missing: run `cd tests/e2e && npm install` "
-        "(`make test` does it)"
-    )
-
-Line = dict[str, Any]
 SEED_POSITION_FIELDS = {"lat", "lon", "speed", "course", "altitude", "satellites", "timestamp"}
 STATUSES = {"moving", "stopped", "parking", "offline", "noGps"}
 ROUNDS = 6
 MAX_LATENCY_MS = 1000
-
-
-class NodeSeedClient:
-    """`node seed_client.js` as a subprocess; its stdout JSON lines are read as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[Line] = []
-        self._cursor = 0
-        self.stderr: list[str] = []
-        self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
-
-    @classmethod
-    async def start(cls, ws_url: str, token: str, vehicle_ids: list[str]) -> NodeSeedClient:
-        assert NODE is not None
-        config = {
-            "token": token,
-            "vehicleIds": vehicle_ids,
-            "durationMs": 60_000,  # a safety cap: the test ends it by closing stdin
-            "stopOnStdinEnd": True,
-        }
-        proc = await asyncio.create_subprocess_exec(
-            NODE,
-            str(SCRIPT),
-            json.dumps(config),
-            env={**os.environ, "TRACKER_WS_URL": ws_url},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=1 << 20,
-        )
-        return cls(proc)
-
-    async def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            self.stderr.append(raw.decode(errors="replace").rstrip())
-
-    def _diagnostics(self) -> str:
-        return f"last stdout lines: {self.lines[-5:]}; stderr: {self.stderr[-10:]}"
-
-    async def wait_for(self, pred: Callable[[Line], bool], timeout: float, what: str) -> Line:
-        """The next line (after the cursor) matching `pred`; reads stdout as lines arrive."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._cursor < len(self.lines):
-                line = self.lines[self._cursor]
-                self._cursor += 1
-                if pred(line):
-                    return line
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"node client: timed out waiting for {what}; " + self._diagnostics()
-                )
-            try:
-                raw = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
-            except TimeoutError:
-                continue
-            if not raw:
-                await self.proc.wait()
-                raise AssertionError(
-                    f"node client exited ({self.proc.returncode}) while waiting for {what}; "
-                    + self._diagnostics()
-                )
-            self.lines.append(json.loads(raw))
-
-    async def stop(self, timeout: float = 10.0) -> int:
-        """Close stdin: the driver calls the seed's disconnect() and exits."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        async with asyncio.timeout(timeout):
-            async for raw in self.proc.stdout:
-                self.lines.append(json.loads(raw))
-            code = await self.proc.wait()
-            await self._stderr_task
-        return code
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        self._stderr_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._stderr_task
 
 
 def _has_position(msg: dict[str, Any], vehicle_id: str, lat: float) -> bool:
@@ -166,7 +61,7 @@ async def test_seed_js_client_receives_exactly_its_vehicles_within_a_second(
 
     # A Python client subscribed to `all` of the company learns the eventIds of `other`.
     watcher = await WsClient.connect(worker.ws_url, token)
-    node = await NodeSeedClient.start(worker.ws_url, token, [a, b])
+    node = await NodeSeedClient.start(worker.ws_url, token, vehicle_ids=[a, b])
     try:
         sub = await watcher.subscribe("vehicles", {"type": "all"})
         assert sub["type"] == "subscribed", sub
@@ -179,14 +74,14 @@ async def test_seed_js_client_receives_exactly_its_vehicles_within_a_second(
             "subscriptionType": "vehicles",
             "filter": {"type": "byIds", "ids": [a, b]},
         }
-        outs = [line for line in node.lines if "out" in line]
+        outs = [line for line in node.seen if "out" in line]
         assert [(o["out"], o["open"]) for o in outs] == [
             (expected_sub, False),
             (expected_sub, True),
         ]
-        raw_types = [line["raw"]["type"] for line in node.lines if "raw" in line]
+        raw_types = [line["raw"]["type"] for line in node.seen if "raw" in line]
         assert raw_types == ["connected", "subscribed"], raw_types
-        subscribed = node.lines[-2]["raw"]  # the line before {"ready": true}
+        subscribed = node.seen[-2]["raw"]  # the line before {"ready": true}
         assert subscribed == {**subscribed, "subscriptionType": "vehicles", "count": 2}
 
         # Fixes for all three vehicles; lat identifies each fix, timestamp = production time.
@@ -222,10 +117,7 @@ async def test_seed_js_client_receives_exactly_its_vehicles_within_a_second(
         assert sentinel["vehicleId"] == a
     finally:
         await watcher.close()
-        try:
-            code = await node.stop()
-        finally:
-            await node.kill()
+        code = await node.stop()
     assert code == 0, node.stderr[-10:]
     assert node.lines[-1].get("done") == "disconnected", node.lines[-3:]
 

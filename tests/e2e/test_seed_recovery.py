@@ -1,5 +1,6 @@
-"""The seed §8 JavaScript client (tests/e2e/seed_client.js: the TrackerWebSocket class verbatim,
-only the URL differs) recovers by lastEventId with its own reconnect logic (issue 6).
+"""The seed §8 JavaScript client (tests/e2e/seed_client.js running the TrackerWebSocket class of
+tracker_ws/web/static/tracker-ws.js: verbatim, only the URL differs) recovers by lastEventId with
+its own reconnect logic (issue 6).
 
 (a) kill -9 of its instance and a restart on the same port: it retries on its own backoff
     (1 s, 2 s, 4 s, …; at most 5 attempts), reconnects with lastEventId and gets what was
@@ -16,12 +17,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -30,90 +28,27 @@ import redis.asyncio as aioredis
 from tests.conftest import Cluster, start_cluster
 from tests.support.checks import peers_deliver_to, settled, warm_up_event_partitions
 from tests.support.fleet import Company, EventSource, FleetDriver, Replayable, new_id
+from tests.support.node_seed import Line, NodeSeedClient, requires_node_seed
 from tests.support.tcpproxy import TcpProxy
 from tracker_ws.devstack import wait_for
 
-E2E_DIR = Path(__file__).resolve().parent
-SCRIPT = E2E_DIR / "seed_client.js"
-NODE = shutil.which("node")
+pytestmark = requires_node_seed
+
 KILL_DB = 9
 PROXY_DB = 10
-
-if NODE is None:
-    pytestmark = pytest.mark.skip(reason="node is not on PATH: the seed JS client cannot run")
-elif not (E2E_DIR / "node_modules" / "ws" / "package.json").is_file():
-    pytestmark = pytest.mark.skip(reason="tests/e2e/node_modules/ws is missing: npm install")
-
-Line = dict[str, Any]
 SUBSCRIPTIONS = [
     {"subscriptionType": "notifications", "filter": {"type": "all"}},
     {"subscriptionType": "geoEvents", "filter": {"type": "all"}},
 ]
 
 
-class SeedNode:
-    """`node seed_client.js` subscribed to notifications and geo events; stdout lines kept."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[Line] = []
-        self.stderr: list[str] = []
-        self._changed = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._stdout()), loop.create_task(self._stderr())]
+class SeedNode(NodeSeedClient):
+    """The seed client subscribed to notifications and geo events."""
 
     @classmethod
-    async def start(cls, ws_url: str, token: str) -> SeedNode:
-        assert NODE is not None
-        config = {
-            "token": token,
-            "subscriptions": SUBSCRIPTIONS,
-            "durationMs": 240_000,  # a safety cap: the test ends it by closing stdin
-            "stopOnStdinEnd": True,
-        }
-        proc = await asyncio.create_subprocess_exec(
-            NODE,
-            str(SCRIPT),
-            json.dumps(config),
-            env={**os.environ, "TRACKER_WS_URL": ws_url},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=1 << 22,
-        )
-        return cls(proc)
-
-    async def _stdout(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            self.lines.append(json.loads(raw))
-            self._changed.set()
-        self._changed.set()
-
-    async def _stderr(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            self.stderr.append(f"{time.monotonic():.3f} {raw.decode(errors='replace').rstrip()}")
-
-    async def wait_for(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            self._changed.clear()
-            if self.proc.returncode is not None:
-                raise AssertionError(f"node exited ({self.proc.returncode}) waiting for {what}")
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await self._changed.wait()
-            except TimeoutError:
-                if pred():
-                    return
-                raise AssertionError(
-                    f"node client: timed out waiting for {what}; last lines {self.lines[-3:]}; "
-                    f"stderr {self.stderr[-8:]}"
-                ) from None
-
-    def raw(self, mtype: str) -> list[Line]:
-        return [line for line in self.lines if line.get("raw", {}).get("type") == mtype]
+    async def subscribed(cls, ws_url: str, token: str) -> SeedNode:
+        # A safety cap of 4 minutes: the test ends it by closing stdin.
+        return await cls.start(ws_url, token, subscriptions=SUBSCRIPTIONS, duration_ms=240_000)
 
     def markers(self) -> list[str]:
         """Notification ids and geozone ids, from the callback lines, in order."""
@@ -129,19 +64,6 @@ class SeedNode:
         return [
             line["eventId"] for line in self.lines if line.get("cb") in ("notification", "geoEvent")
         ]
-
-    async def stop(self) -> int:
-        assert self.proc.stdin is not None
-        with contextlib.suppress(Exception):
-            self.proc.stdin.close()
-        try:
-            async with asyncio.timeout(10):
-                code = await self.proc.wait()
-                await asyncio.gather(*self._tasks)
-        except TimeoutError:
-            self.proc.kill()
-            code = await self.proc.wait()
-        return code
 
 
 async def publish_some(
@@ -211,16 +133,18 @@ async def test_seed_client_recovers_after_kill_9_and_restart_of_its_instance(
     vid = new_id()
     await fleet.register(vid, company.company_id)
     events = EventSource(fleet.producer, r)
-    node = await SeedNode.start(worker.ws_url, company.token(user))
+    node = await SeedNode.subscribed(worker.ws_url, company.token(user))
     try:
         await warm_up_event_partitions(fleet, worker)
-        await node.wait_for(
+        await node.wait_until(
             lambda: bool(node.raw("subscribed")) and len(node.raw("subscribed")) == 2,
             20,
             "subscribed",
         )
         before = await publish_some(events, company, user, vid, 6, ("redis", "kafka"))
-        await node.wait_for(lambda: {e.marker for e in before} <= set(node.markers()), 20, "before")
+        await node.wait_until(
+            lambda: {e.marker for e in before} <= set(node.markers()), 20, "before"
+        )
 
         def saved() -> bool:
             raw = redis_sync.Redis.from_url(lone_worker.redis_url).get(f"ws:state:{user}")
@@ -233,7 +157,7 @@ async def test_seed_client_recovers_after_kill_9_and_restart_of_its_instance(
         restarted = time.monotonic() - killed
         # Published while the client waits for its next attempt: it must get them replayed.
         meanwhile = await publish_some(events, company, user, vid, 6, ("redis",))
-        await node.wait_for(
+        await node.wait_until(
             lambda: any(line["raw"].get("recovered") for line in node.raw("connected")),
             40,
             "a recovered reconnect",
@@ -241,7 +165,7 @@ async def test_seed_client_recovers_after_kill_9_and_restart_of_its_instance(
         back = time.monotonic() - killed
         after = await publish_some(events, company, user, vid, 4, ("redis", "kafka"))
         everything = before + meanwhile + after
-        await node.wait_for(
+        await node.wait_until(
             lambda: {e.marker for e in everything} <= set(node.markers()), 40, "everything"
         )
     finally:
@@ -282,9 +206,6 @@ def proxied_cluster(topics: str, redis_url: str, devstack_dir: Path) -> Iterator
 
 
 @pytest.mark.timeout(240)
-# Not strict: the loss needs Kafka events left on the stopped instance's partitions until it is
-# back (the embedded broker does not always rebalance when a member leaves); about every other
-# run. tests/integration/test_rolling.py reproduces bug #2 deterministically (strict).
 async def test_seed_client_behind_a_proxy_survives_a_rolling_restart_and_a_cut(
     proxied_cluster: Cluster, fleet: FleetDriver
 ) -> None:
@@ -309,13 +230,13 @@ async def test_seed_client_behind_a_proxy_survives_a_rolling_restart_and_a_cut(
             await asyncio.sleep(0.25)  # ~4 events per second
 
     async with TcpProxy([w.port for w in workers]) as proxy:
-        node = await SeedNode.start(proxy.url("/ws"), company.token(user))
+        node = await SeedNode.subscribed(proxy.url("/ws"), company.token(user))
         load = None
         try:
-            await node.wait_for(lambda: len(node.raw("subscribed")) == 2, 20, "subscribed")
+            await node.wait_until(lambda: len(node.raw("subscribed")) == 2, 20, "subscribed")
             load = asyncio.create_task(steady())
             # It has a lastEventId to come back with (with 0 the seed client starts afresh).
-            await node.wait_for(lambda: len(node.markers()) >= 3, 20, "the first events")
+            await node.wait_until(lambda: len(node.markers()) >= 3, 20, "the first events")
             for i, worker in enumerate(workers):
                 proxy.point_to((i + 1) % len(workers))  # new connections go elsewhere first
                 timeline.append((time.monotonic(), f"SIGTERM {worker.instance_id[-1]}"))
@@ -327,14 +248,16 @@ async def test_seed_client_behind_a_proxy_survives_a_rolling_restart_and_a_cut(
                 timeline.append((time.monotonic(), "balanced"))
                 # Bug #2: only once its peers have noticed it does it get their events.
                 await peers_deliver_to(worker, workers[(i + 1) % len(workers)], canary)
-            await node.wait_for(lambda: len(node.raw("connected")) >= 4, 20, "3 reconnects")
+            await node.wait_until(lambda: len(node.raw("connected")) >= 4, 20, "3 reconnects")
             cut = proxy.cut_all()
             timeline.append((time.monotonic(), "cut"))
-            await node.wait_for(lambda: len(node.raw("connected")) >= 5, 20, "reconnect after cut")
+            await node.wait_until(
+                lambda: len(node.raw("connected")) >= 5, 20, "reconnect after cut"
+            )
             stop.set()
             await load
             with contextlib.suppress(AssertionError):  # check_exactly_once says what is missing
-                await node.wait_for(
+                await node.wait_until(
                     lambda: {e.marker for e in events.published} <= set(node.markers()),
                     40,
                     "every event",

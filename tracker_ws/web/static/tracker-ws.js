@@ -1,6 +1,8 @@
 // The seed's JavaScript client (websocket-service-spec.ru.md §8), copied verbatim; the only
 // change is the URL, built from `location` (same host as the page) instead of
-// wss://tracker.example.com/ws. Used by the demo page (index.html).
+// wss://tracker.example.com/ws. Used by the demo page (index.html) and by the e2e tests:
+// tests/e2e/seed_client.js evaluates this file in Node, providing `WebSocket` and `location`.
+// Keep it a plain browser script that declares the class and nothing else.
 class TrackerWebSocket {
   constructor(token) {
     this.token = token;
