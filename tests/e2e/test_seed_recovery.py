@@ -27,7 +27,14 @@ import redis.asyncio as aioredis
 
 from tests.conftest import Cluster, start_cluster
 from tests.support.checks import peers_deliver_to, settled, warm_up_event_partitions
-from tests.support.fleet import Company, EventSource, FleetDriver, Replayable, new_id
+from tests.support.fleet import (
+    Company,
+    EventSource,
+    FleetDriver,
+    Replayable,
+    new_id,
+    where_published,
+)
 from tests.support.node_seed import Line, NodeSeedClient, requires_node_seed
 from tests.support.tcpproxy import TcpProxy
 from tracker_ws.devstack import wait_for
@@ -80,7 +87,10 @@ async def publish_some(
 
 
 def check_exactly_once(
-    node: SeedNode, published: list[Replayable], timeline: list[tuple[float, str]] | None = None
+    node: SeedNode,
+    published: list[Replayable],
+    timeline: list[tuple[float, str]] | None = None,
+    fates: list[str] | None = None,
 ) -> None:
     got = node.markers()
     want = {e.marker for e in published}
@@ -90,7 +100,7 @@ def check_exactly_once(
     lost = [f"{e.at - t0:.1f}s {e.kind}/{e.source}" for e in published if e.marker in missing]
     assert not missing and not twice and set(got) == want, (
         f"{len(missing)} of {len(want)} missing, {len(twice)} twice, "
-        f"{len(set(got) - want)} unexpected; missing: {lost}; timeline: "
+        f"{len(set(got) - want)} unexpected; missing: {lost} {fates or ''}; timeline: "
         f"{[(f'{t - t0:.1f}s', what) for t, what in timeline or []]}"
     )
     ids = node.callback_event_ids()
@@ -262,6 +272,8 @@ async def test_seed_client_behind_a_proxy_survives_a_rolling_restart_and_a_cut(
                     40,
                     "every event",
                 )
+            seen = set(node.markers())
+            fates = await where_published(r, [e for e in events.published if e.marker not in seen])
         finally:
             stop.set()
             if load is not None:
@@ -271,7 +283,7 @@ async def test_seed_client_behind_a_proxy_survives_a_rolling_restart_and_a_cut(
             await r.aclose()
     hellos = [line["raw"] for line in node.raw("connected")]
     assert all(h.get("recovered") is True for h in hellos[1:]), hellos
-    check_exactly_once(node, events.published, timeline)
+    check_exactly_once(node, events.published, timeline, fates)
     times = [f"{gap:.1f} s" for gap, _ in recoveries(node)]
     print(
         f"\nseed client behind the proxy: {len(hellos) - 1} recovered reconnects (3 drains, "

@@ -45,6 +45,7 @@ from tests.support.fleet import (
     fix,
     marker_of,
     new_id,
+    where_published,
 )
 from tracker_ws.devstack import Worker, wait_for
 
@@ -415,8 +416,10 @@ async def test_rolling_restart_under_load_loses_nothing(
         markers = [mk for _, mk in got]
         ids = [i for i, _ in got]
         if set(markers) != want or len(markers) != len(set(markers)) or ids != sorted(ids):
+            missing = [e for e in owed[r.name] if e.marker not in set(markers)]
             problems.append(
-                f"{r.name}: {len(want - set(markers))} of {len(want)} owed missing, "
+                f"{r.name}: {len(want - set(markers))} of {len(want)} owed missing "
+                f"{await where_published(redis_db, missing)}, "
                 f"{len(markers) - len(set(markers))} repeated, "
                 f"{len(set(markers) - want)} not owed, in order: {ids == sorted(ids)}"
             )
@@ -510,7 +513,8 @@ async def test_restarted_instance_exchanges_events_with_its_peers(
         lost = [e for e in backlog if e.marker not in elsewhere.markers()]
         if lost:
             problems.append(
-                f"(a) {len(lost)} of 12 events of the restart's backlog never reached w0"
+                f"(a) {len(lost)} of 12 events of the restart's backlog never reached w0: "
+                f"{await where_published(redis_db, lost)}"
             )
         missed = [i for i, e in enumerate(live) if e.marker not in restarted.markers()]
         if missed:

@@ -250,3 +250,22 @@ class EventSource:
         value = {"level": "warning", "message": marker, "targetCompanyIds": companies, "id": marker}
         targets = tuple(sorted(companies)) if companies else None
         return await self._send(Replayable("alert", marker, source, companies=targets), None, value)
+
+
+async def where_published(redis: Any, events: list[Replayable]) -> list[str]:
+    """For failure messages: each event's fate as the history streams tell it — published
+    with an eventId (so lost on the way to a client) or never published (lost at ingest)."""
+    found: dict[str, int] = {}
+    async for key in redis.scan_iter(match="ws:history:*", count=1000):
+        if key.endswith(b":floor"):
+            continue
+        for entry_id, fields in await redis.xrange(key):
+            payload = fields.get(b"e", b"").decode(errors="replace")
+            for e in events:
+                if e.marker in payload:
+                    found[e.marker] = int(entry_id.split(b"-")[0])
+    return [
+        f"{e.kind}/{e.source} {e.marker[:8]}: "
+        + (f"published as eventId {found[e.marker]}" if e.marker in found else "never published")
+        for e in events
+    ]

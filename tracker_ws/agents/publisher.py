@@ -52,9 +52,23 @@ class Publisher:
         self._wake.set()
 
     async def flush(self) -> None:
-        """Wait until everything added so far was handed to the bus."""
+        """Wait until everything added so far was handed to the bus. Without the task
+        (before start(), after stop()) publish here: an agent that finishes an event while
+        the instance starts or stops must not acknowledge an event nobody published. A bus
+        error then propagates, and the event is not acknowledged."""
         if self._task is not None:
             await self._idle.wait()
+            return
+        while self._pending:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            try:
+                await self.bus.publish(batch)
+            except BaseException:
+                self._pending[:0] = batch  # kept, in order, for the next try
+                raise
+            self.published += len(batch)
+        self._idle.set()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
