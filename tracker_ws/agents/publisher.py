@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 TICK_S = 0.002
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 1.0
+STOP_TIMEOUT_S = 5.0
+
+
+def is_replayable(item: Outgoing) -> bool:
+    """An event clients recover from history (it has a history stream or a dedupe id), not a
+    position."""
+    return bool(item.history or item.dedupe_id)
 
 
 class Publisher:
@@ -39,7 +48,9 @@ class Publisher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="publisher")
 
     async def stop(self) -> None:
-        await self.flush()
+        # Bounded: with Redis away at shutdown, the kept events stay unacknowledged in Kafka.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), STOP_TIMEOUT_S)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -73,6 +84,7 @@ class Publisher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last = 0.0
+        retry_s = 0.0
         while True:
             await self._wake.wait()
             if loop.time() - last < TICK_S and len(self._pending) < MAX_BATCH:
@@ -86,9 +98,24 @@ class Publisher:
             try:
                 await self.bus.publish(batch)
                 self.published += len(batch)
-            except Exception as exc:  # Redis away: positions are superseded by the next fix.
-                self.dropped += len(batch)
+                retry_s = 0.0
+            except Exception as exc:
+                # Redis away. Positions are superseded by the next fix: dropped. Replayable
+                # events are kept, in order, and retried: whoever waits for them in flush()
+                # (the Kafka agents, before they acknowledge) waits until Redis has them.
+                keep = [item for item in batch if is_replayable(item)]
+                self._pending[:0] = keep
+                self.dropped += len(batch) - len(keep)
                 self.metrics.error("PUBLISH_FAILED")
-                log.warning("publish of %d events failed: %s", len(batch), exc)
+                log.warning(
+                    "publish of %d events failed (%d kept for a retry): %s",
+                    len(batch),
+                    len(keep),
+                    exc,
+                )
+                if self._pending:
+                    self._wake.set()
+                    retry_s = min(RETRY_MAX_S, max(RETRY_MIN_S, retry_s * 2))
+                    await asyncio.sleep(retry_s)  # a backoff timer: Redis gives no signal
             if not self._pending:
                 self._idle.set()
