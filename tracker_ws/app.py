@@ -23,7 +23,7 @@ from tracker_ws.agents.registry import RegistryReader
 from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
 from tracker_ws.runtime import Runtime
-from tracker_ws.tables.definitions import GPS_EVENTS, declare, topic_plan
+from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
 from tracker_ws.transport import Transport
 from tracker_ws.web import admin, control, health
 from tracker_ws.web.drain import drain
@@ -128,7 +128,10 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     rt.assigned_partitions = lambda: sorted(
         tp.partition for tp in app.consumer.assignment() if tp.topic == GPS_EVENTS
     )
-    rt.interest_snapshot = lambda: {k: sorted(v) for k, v in tables.subscriptions.items() if v}
+    rt.interest_snapshot = lambda: subscriptions.owned_entries(
+        tables.subscriptions.items(),
+        [tp.partition for tp in app.consumer.assignment() if tp.topic == SUBSCRIPTION_CHANGES],
+    )
     rt.bus.on_command(control.make_handler(rt))
 
     def reply(target: str, req: str, payload: dict[str, Any]) -> None:

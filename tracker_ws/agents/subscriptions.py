@@ -32,6 +32,19 @@ def table_key(key: str, partition: int) -> str:
     return f"{key}#p{partition}"
 
 
+def owned_entries(
+    items: Iterable[tuple[str, dict[str, Any] | None]], partitions: Iterable[int]
+) -> dict[str, list[str]]:
+    """The entries of the partitions this instance owns now. The in-memory store keeps the
+    entries a worker wrote while it owned a partition that has since moved (Faust's memory
+    store forgets only what it restored from the changelog): those are stale and must not be
+    shown as the cluster's interest."""
+    suffixes = {f"#p{p}" for p in partitions}
+    return {
+        key: sorted(entry) for key, entry in items if entry and key[key.rfind("#") :] in suffixes
+    }
+
+
 def vehicle_of(key: str) -> str | None:
     """The vehicle a routing key is scoped to (its partition follows the vehicle), if any."""
     _, _, scoped = key.rpartition("/")
