@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 
 from tests.conftest import Cluster, start_cluster
 from tests.support.checks import (
+    fix_until_followers_hold,
     peers_deliver_to,
     run_seed,
     settled,
@@ -478,25 +479,9 @@ def random_subs(rng: random.Random, company: Company, *, notifications: bool) ->
 
 
 async def final_positions(fleet: FleetDriver, players: list[Player]) -> None:
-    """Rounds of fixes for every subscribed vehicle until every client holds the round's
-    position of each of its vehicles as its latest (interest may still be settling)."""
-    vehicles = sorted({v for p in players for v in p.vehicles})
-    for r in range(30):
-        lat = round(80 + r / 1000, 6)
-        for v in vehicles:
-            await fleet.producer.send(
-                "gps-events", key=v.encode(), value=orjson.dumps(fix(v, lat=lat))
-            )
-        await fleet.producer.flush()
-
-        def done(lat: float = lat) -> bool:
-            return all(
-                all(p.client.last_positions().get(v) == lat for v in p.vehicles) for p in players
-            )
-
-        with contextlib.suppress(AssertionError):
-            await players[0].client.wait_for(done, 3.0, "final positions")
-            return
+    """Every client ends holding the final round's position of each of its vehicles."""
+    if await fix_until_followers_hold(fleet, [(p.client, p.vehicles) for p in players], 30):
+        return
     raise AssertionError(
         "final positions never arrived: "
         + str({p.name: p.client.last_positions() for p in players if p.vehicles})

@@ -7,16 +7,17 @@ everything already received, so the order in which a test waits for things does 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
 
 from tests.support.client import Msg, WsClient
-from tests.support.fleet import Company, FleetDriver, new_id, wait_registry
+from tests.support.fleet import Company, FleetDriver, fix, new_id, wait_registry
 from tracker_ws.devstack import Worker
 
 Position = dict[str, Any]
@@ -206,3 +207,27 @@ def run_seed(env_name: str, fixed: int | None) -> int:
     if chosen:
         return int(chosen)
     return fixed if fixed is not None else random.randrange(1 << 32)
+
+
+async def fix_until_followers_hold(
+    fleet: FleetDriver, followers: list[tuple[Any, Collection[str]]], rounds: int
+) -> bool:
+    """Rounds of fixes (lat 80.000, 80.001, …) for every followed vehicle until each client
+    holds the round's position of each of its vehicles as its latest; interest may still be
+    settling after restarts. `followers`: (client with last_positions/wait_for, vehicles)."""
+    vehicles = sorted({v for _, vs in followers for v in vs})
+    for n in range(rounds):
+        lat = round(80 + n / 1000, 6)
+        for v in vehicles:
+            await fleet.producer.send(
+                "gps-events", key=v.encode(), value=orjson.dumps(fix(v, lat=lat))
+            )
+        await fleet.producer.flush()
+
+        def held(lat: float = lat) -> bool:
+            return all(all(c.last_positions().get(v) == lat for v in vs) for c, vs in followers)
+
+        with contextlib.suppress(AssertionError):
+            await followers[0][0].wait_for(held, 3.0)
+            return True
+    return False
