@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from aiohttp import web
 
-from tracker_ws import devstack
+from tracker_ws import consumer_watch, devstack
 from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
@@ -171,6 +171,27 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     @app.timer(interval=5.0)
     async def check_broker() -> None:
         rt.broker_ok = await _broker_reachable(app)
+
+    stall_watch = consumer_watch.StallWatch(settings.stall_after_s)
+    rt.consumer_snapshot = lambda: consumer_watch.snapshot(app)
+
+    @app.timer(interval=5.0)
+    async def watch_partitions() -> None:
+        if not rt.ready or rt.draining:
+            return
+        try:
+            snap = await asyncio.wait_for(consumer_watch.snapshot(app), 5.0)
+        except Exception as exc:  # mid-rebalance, broker away: the next tick tries again
+            log.debug("consumer snapshot failed: %r", exc)
+            return
+        stalled, new = stall_watch.observe(time.monotonic(), snap["partitions"])
+        rt.stalled_partitions = [f"{p.topic}[{p.partition}]" for p in stalled]
+        if new:
+            log.warning(
+                "input partitions stalled for %.0f s: %s",
+                settings.stall_after_s,
+                consumer_watch.describe(snap, new),
+            )
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -65,6 +65,7 @@ class Settings:
     drain_timeout_s: float = 10.0  # time to flush queues on shutdown
     data_dir: str = ".dev/faust"
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
+    stall_after_s: float = 20.0  # input partition with waiting records and no progress
 
     @property
     def uses_redis(self) -> bool:
@@ -112,4 +113,5 @@ class Settings:
             drain_timeout_s=_env_float("TRACKER_WS_DRAIN_TIMEOUT", 10.0),
             data_dir=os.environ.get("TRACKER_WS_DATA_DIR", ".dev/faust"),
             fetch_max_wait_ms=_env_int("TRACKER_WS_FETCH_MAX_WAIT_MS", 50),
+            stall_after_s=_env_float("TRACKER_WS_STALL_AFTER_S", 20.0),
         )

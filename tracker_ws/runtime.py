@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracker_ws.bus import Bus, make_bus
 from tracker_ws.bus.writeback import WriteBack
@@ -40,6 +40,10 @@ class Runtime:
     assigned_partitions: Callable[[], list[int]] = lambda: []
     # This worker's part of the subscriptions table: "{key}#p{n}" -> instance ids.
     interest_snapshot: Callable[[], dict[str, list[str]]] = lambda: {}
+    # Input partitions with records waiting and no progress (consumer_watch), "topic[n]".
+    stalled_partitions: list[str] = field(default_factory=list)
+    # The consumer's view of its input partitions (consumer_watch.snapshot), for admins.
+    consumer_snapshot: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ack_lock
+
+from tracker_ws.offset_guard import DELIVER, REWIND, OffsetGuard, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,112 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
 
 
 class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """Faust's consumer with two guarantees Faust lacks after rebalances (offset_guard.py):
+    no hole in what reaches the agents, and no ack for a record the agents never saw."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard: OffsetGuard[Any] = OffsetGuard()
+        self.refused_acks = 0
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        # Faust just set the read offsets from the committed ones (None: never committed,
+        # started at the pinned reset position): delivery resumes exactly there.
+        for tp in self.assignment():
+            if not is_changelog(tp.topic):
+                self.guard.expect(tp, self._read_offset.get(tp))
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        for tp in revoked:
+            self.guard.forget(tp)
+        await super().on_partitions_revoked(revoked)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        if self.flow_active and self.app.flow_control.is_active():
+            await self._redeliver()
+        rewound: set[Any] = set()
+        async for tp, message in super().getmany(timeout):
+            if is_changelog(tp.topic):
+                yield tp, message
+                continue
+            if tp in rewound:
+                continue  # the rest of a batch that ran past a hole
+            verdict = self.guard.check(tp, message.offset)
+            if verdict.action == DELIVER:
+                yield tp, message
+            elif verdict.action == REWIND:
+                rewound.add(tp)
+                await self._rewind(tp, verdict, message.offset)
+
+    async def _redeliver(self) -> None:
+        assigned = self.assignment()
+        for tp, offset in self.guard.take_unprocessed().items():
+            if tp in assigned:
+                log.info("%s[%d]: delivering again from %d", tp.topic, tp.partition, offset)
+                await self._seek_back(tp, offset)
+
+    async def _seek_back(self, tp: Any, offset: int) -> None:
+        try:
+            await self._thread.seek_wait({tp: offset})
+        except Exception as exc:  # revoked meanwhile: the new assignment seeks anyway
+            log.info("could not seek %s[%d] back: %r", tp.topic, tp.partition, exc)
+
+    async def _rewind(self, tp: Any, verdict: Verdict, got: int) -> None:
+        assert verdict.to is not None
+        if verdict.first:
+            log.warning(
+                "%s[%d]: fetched offset %d while %d..%d were never processed; seeking back",
+                tp.topic,
+                tp.partition,
+                got,
+                verdict.to,
+                got - 1,
+            )
+        await self._seek_back(tp, verdict.to)
+
+    def ack(self, message: Any) -> bool:
+        app = self.app
+        if is_changelog(message.topic) or (
+            app.flow_control.is_active() and message.generation_id == app.consumer_generation_id
+        ):
+            return bool(super().ack(message))
+        # A stream skips a record that arrives while a rebalance is under way (or from an
+        # older generation) and then acks it anyway. Acking would let the next commit move
+        # past a record no agent processed: it stays uncommitted and is delivered again,
+        # by the seek to the committed offsets after the rebalance or else by _redeliver.
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+        if not self.refused_acks:
+            log.info(
+                "not acknowledging %s[%d]@%d, skipped by its stream (flow %s, generation %s/%s)",
+                message.topic,
+                message.partition,
+                message.offset,
+                app.flow_control.is_active(),
+                message.generation_id,
+                app.consumer_generation_id,
+            )
+        self.refused_acks += 1
+        self.guard.unprocessed(message.tp, message.offset)
+        return False
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        log.warning(
+            "offset gap on %s[%d]: %d..%d marked done by Faust (committed %s)",
+            tp.topic,
+            tp.partition,
+            offset_from,
+            offset_to - 1,
+            self._committed_offset.get(tp),
+        )
+        await super()._add_gap(tp, offset_from, offset_to)
 
 
 class Transport(faust_aiokafka.Transport):  # type: ignore[misc]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,12 +27,11 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.checks import live_positions, registered_company
 from tests.support.client import Msg, WsClient, gather_close
 from tests.support.fleet import Company, FleetDriver, new_id
+from tests.support.streams import read_dead_letters, stream_count
 from tracker_ws import devstack
 from tracker_ws.devstack import Worker
 
@@ -868,58 +866,6 @@ def _good_event(topic: str, w: World) -> dict[str, Any]:
     return alert("info", [w.a])
 
 
-async def _read_dead_letters(
-    broker_url: str, topic: str, markers: set[str], timeout: float
-) -> dict[str, Any]:
-    """marker -> dead-letter record of `topic`, read from the beginning without a group."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=devstack.bootstrap_servers(broker_url),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
-    )
-    await consumer.start()
-    found: dict[str, Any] = {}
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
-        assert parts, f"topic {topic} has no partitions"
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        while markers - found.keys() and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for rec in records:
-                    letter = orjson.loads(rec.value)
-                    haystack = f"{letter.get('key')} {letter.get('value')}"
-                    for marker in markers:
-                        if marker in haystack:
-                            found.setdefault(marker, letter)
-    finally:
-        await consumer.stop()
-    return found
-
-
-def _stream_count(worker: Worker, topic: str, outcome: str) -> float:
-    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if (
-                s.name == "ws_stream_events_total"
-                and s.labels.get("topic") == topic
-                and s.labels.get("outcome") == outcome
-            ):
-                total += s.value
-    return total
-
-
 @pytest.mark.parametrize("topic", EVENT_TOPICS)
 async def test_malformed_kafka_events_are_dead_lettered_and_good_ones_flow(
     worker: Worker, fleet: FleetDriver, redis_client: aioredis.Redis, topics: str, topic: str
@@ -931,7 +877,7 @@ async def test_malformed_kafka_events_are_dead_lettered_and_good_ones_flow(
     try:
         await subscribe_everything(watcher)
         bad = _bad_events(topic, w)
-        invalid_before = await asyncio.to_thread(_stream_count, worker, topic, "invalid")
+        invalid_before = await asyncio.to_thread(stream_count, worker, topic, "invalid")
         expected = [await w.send(topic, _good_event(topic, w))]
         await wait_marker(watcher, expected[-1])
         good_key = kafka_key(topic, _good_event(topic, w))
@@ -948,15 +894,15 @@ async def test_malformed_kafka_events_are_dead_lettered_and_good_ones_flow(
         want = invalid_before + len(bad)
         await asyncio.to_thread(
             devstack.wait_for,
-            lambda: _stream_count(worker, topic, "invalid") >= want,
+            lambda: stream_count(worker, topic, "invalid") >= want,
             10,
             what=f"{len(bad)} invalid {topic} events counted",
         )
-        invalid_after = await asyncio.to_thread(_stream_count, worker, topic, "invalid")
+        invalid_after = await asyncio.to_thread(stream_count, worker, topic, "invalid")
         assert invalid_after == want, (invalid_before, invalid_after)
     finally:
         await watcher.close()
-    letters = await _read_dead_letters(topics, f"{topic}-dlq", {b[4] for b in bad}, timeout=20)
+    letters = await read_dead_letters(topics, f"{topic}-dlq", {b[4] for b in bad}, timeout=20)
     missing = [name for name, _, _, _, marker in bad if marker not in letters]
     assert not missing, f"not dead-lettered on {topic}-dlq: {missing}"
     for name, _, _, reason, marker in bad:
@@ -979,10 +925,10 @@ async def test_malformed_redis_events_are_skipped_and_counted(
         await subscribe_everything(watcher)
         bad = _bad_events(topic, w)
         before = {
-            o: await asyncio.to_thread(_stream_count, worker, label, o) for o in ("ok", "invalid")
+            o: await asyncio.to_thread(stream_count, worker, label, o) for o in ("ok", "invalid")
         }
         unknown_before = await asyncio.to_thread(
-            _stream_count, worker, "redis:events:no-such-type", "unknown_type"
+            stream_count, worker, "redis:events:no-such-type", "unknown_type"
         )
         expected = []
         bad = [b for b in bad if b[1] is None]  # a Redis message has no key
@@ -998,12 +944,12 @@ async def test_malformed_redis_events_are_skipped_and_counted(
         # Redis delivers a channel's messages in order: the bad ones were counted before the
         # last good one was delivered.
         after = {
-            o: await asyncio.to_thread(_stream_count, worker, label, o) for o in ("ok", "invalid")
+            o: await asyncio.to_thread(stream_count, worker, label, o) for o in ("ok", "invalid")
         }
         assert after["invalid"] == before["invalid"] + len(bad), (before, after)
         assert after["ok"] == before["ok"] + len(bad), (before, after)
         unknown_after = await asyncio.to_thread(
-            _stream_count, worker, "redis:events:no-such-type", "unknown_type"
+            stream_count, worker, "redis:events:no-such-type", "unknown_type"
         )
         assert unknown_after == unknown_before + len(bad)
     finally:

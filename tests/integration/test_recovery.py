@@ -40,11 +40,13 @@ from tests.conftest import Cluster, start_cluster
 from tests.support.checks import (
     fix_until_followers_hold,
     peers_deliver_to,
+    round_lat,
     run_seed,
     settled,
     warm_up_event_partitions,
 )
 from tests.support.client import ConnectFailed, Msg, SeedLikeClient, is_replayable
+from tests.support.cluster import why_positions_missing
 from tests.support.fleet import (
     Company,
     EventSource,
@@ -478,14 +480,13 @@ def random_subs(rng: random.Random, company: Company, *, notifications: bool) ->
     return subs
 
 
-async def final_positions(fleet: FleetDriver, players: list[Player]) -> None:
+async def final_positions(fleet: FleetDriver, players: list[Player], workers: list[Worker]) -> None:
     """Every client ends holding the final round's position of each of its vehicles."""
-    if await fix_until_followers_hold(fleet, [(p.client, p.vehicles) for p in players], 30):
+    followers = [(p.client, p.vehicles) for p in players]
+    if await fix_until_followers_hold(fleet, followers, 30):
         return
-    raise AssertionError(
-        "final positions never arrived: "
-        + str({p.name: p.client.last_positions() for p in players if p.vehicles})
-    )
+    why = await asyncio.to_thread(why_positions_missing, workers, followers, round_lat(29))
+    raise AssertionError("final positions never arrived:\n  " + "\n  ".join(why))
 
 
 @pytest.mark.timeout(300)
@@ -608,7 +609,7 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
                     lambda p=p, o=owed: o <= set(p.client.markers()),
                     max(0.1, deadline - time.monotonic()),
                 )
-        await final_positions(fleet, players)
+        await final_positions(fleet, players, main.workers)
     finally:
         world.stopping = True
         for t in tasks:

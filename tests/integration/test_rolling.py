@@ -33,11 +33,13 @@ from tests.conftest import Cluster, start_cluster
 from tests.support.checks import (
     fix_until_followers_hold,
     peers_deliver_to,
+    round_lat,
     run_seed,
     settled,
     warm_up_event_partitions,
 )
 from tests.support.client import ConnectFailed, Msg, SeedLikeClient, is_replayable
+from tests.support.cluster import why_positions_missing
 from tests.support.fleet import (
     Company,
     EventSource,
@@ -384,7 +386,12 @@ async def test_rolling_restart_under_load_loses_nothing(
                 )
         # The last position of each vehicle reaches every client that follows it (checked
         # below, with everything else owed).
-        await fix_until_followers_hold(fleet, [(r.client, r.vehicles) for r in riders], 20)
+        followers = [(r.client, r.vehicles) for r in riders]
+        if not await fix_until_followers_hold(fleet, followers, 20):
+            why = await asyncio.to_thread(
+                why_positions_missing, cluster.workers, followers, round_lat(19)
+            )
+            print("final positions missing:\n  " + "\n  ".join(why))
         stop_time = time.monotonic()
     finally:
         stop.set()

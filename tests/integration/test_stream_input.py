@@ -6,38 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.client import WsClient
 from tests.support.fleet import Company, FleetDriver, fix, new_id, wait_registry
-from tracker_ws import devstack
+from tests.support.streams import read_dead_letters, stream_count
 from tracker_ws.devstack import Worker
 
 GPS = "gps-events"
 DLQ = "gps-events-dlq"
 REGISTRY = "vehicle-registry"
-
-
-def _stream_count(worker: Worker, topic: str, outcome: str) -> float:
-    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if (
-                s.name == "ws_stream_events_total"
-                and s.labels.get("topic") == topic
-                and s.labels.get("outcome") == outcome
-            ):
-                total += s.value
-    return total
 
 
 @dataclass
@@ -105,41 +87,6 @@ def _bad_records(vid: str) -> list[Bad]:
     return out
 
 
-async def _read_dead_letters(broker_url: str, markers: set[str], timeout: float) -> dict[str, Any]:
-    """marker -> dead-letter record, reading gps-events-dlq from the beginning, no group."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=devstack.bootstrap_servers(broker_url),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
-    )
-    await consumer.start()
-    found: dict[str, Any] = {}
-    try:
-        parts = consumer.partitions_for_topic(DLQ)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(DLQ)
-        assert parts, f"topic {DLQ} has no partitions"
-        tps = [TopicPartition(DLQ, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        while markers - found.keys() and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for rec in records:
-                    letter = orjson.loads(rec.value)
-                    haystack = f"{letter.get('key')} {letter.get('value')}"
-                    for marker in markers:
-                        if marker in haystack:
-                            found.setdefault(marker, letter)
-    finally:
-        await consumer.stop()
-    return found
-
-
 def _positions_of(client: WsClient, vid: str) -> list[float]:
     return [p["lat"] for _, v, p in client.positions() if v == vid]
 
@@ -160,7 +107,7 @@ async def test_malformed_gps_records_are_dead_lettered_and_good_fixes_keep_flowi
     company = await fleet.company(1)
     wait_registry(worker, before_registry + 1)
     (vid,) = company.vehicles
-    invalid_before = await asyncio.to_thread(_stream_count, worker, GPS, "invalid")
+    invalid_before = await asyncio.to_thread(stream_count, worker, GPS, "invalid")
 
     bad = _bad_records(vid)
     client = await WsClient.connect(worker.ws_url, company.token())
@@ -191,7 +138,7 @@ async def test_malformed_gps_records_are_dead_lettered_and_good_fixes_keep_flowi
     finally:
         await client.close()
 
-    letters = await _read_dead_letters(topics, {b.marker for b in bad}, timeout=20)
+    letters = await read_dead_letters(topics, DLQ, {b.marker for b in bad}, timeout=20)
     missing = [b.name for b in bad if b.marker not in letters]
     assert not missing, f"not dead-lettered: {missing}"
     for b in bad:
@@ -202,7 +149,7 @@ async def test_malformed_gps_records_are_dead_lettered_and_good_fixes_keep_flowi
         assert letter["topic"] == GPS, (b.name, letter)
         assert (letter["partition"], letter["offset"]) == (b.partition, b.offset), b.name
 
-    invalid_after = await asyncio.to_thread(_stream_count, worker, GPS, "invalid")
+    invalid_after = await asyncio.to_thread(stream_count, worker, GPS, "invalid")
     assert invalid_after >= invalid_before + len(bad), (invalid_before, invalid_after)
 
 
@@ -223,7 +170,7 @@ async def test_null_gps_value_is_dead_lettered(
         await client.wait_for(lambda m: _has_fix(m, vid, 12.5), 10, "fix after null")
     finally:
         await client.close()
-    letters = await _read_dead_letters(topics, {marker}, timeout=20)
+    letters = await read_dead_letters(topics, DLQ, {marker}, timeout=20)
     assert marker in letters, "null value not dead-lettered"
     assert "JSON object" in letters[marker]["error"]
     assert letters[marker]["value"] is None
@@ -246,14 +193,14 @@ async def test_malformed_registry_record_is_skipped_and_next_one_registers(
         orjson.dumps({"vehicleId": vid, "companyId": company.company_id, "name": 42}),
     ]
     before = worker.health()["registryVehicles"]
-    invalid_before = await asyncio.to_thread(_stream_count, worker, REGISTRY, "invalid")
+    invalid_before = await asyncio.to_thread(stream_count, worker, REGISTRY, "invalid")
     for value in bad_values:
         await fleet.send_raw(REGISTRY, key, value)
     await fleet.register(vid, company.company_id)
     wait_registry(worker, before + 1)
     # Only the good record registered a vehicle (the bad ones were read first, same partition).
     assert worker.health()["registryVehicles"] == before + 1
-    invalid_after = await asyncio.to_thread(_stream_count, worker, REGISTRY, "invalid")
+    invalid_after = await asyncio.to_thread(stream_count, worker, REGISTRY, "invalid")
     assert invalid_after >= invalid_before + len(bad_values), (invalid_before, invalid_after)
 
     # It registered under the right company: its users may subscribe and get its fixes.
@@ -290,7 +237,7 @@ async def test_uppercase_uuid_key_equal_to_its_vehicle_id_is_accepted(
         delivered = asyncio.create_task(
             client.wait_for(lambda m: _has_fix(m, vid, 44.4), 15, "the upper-case-keyed fix")
         )
-        dead = asyncio.create_task(_read_dead_letters(topics, {marker}, timeout=15))
+        dead = asyncio.create_task(read_dead_letters(topics, DLQ, {marker}, timeout=15))
         done, _ = await asyncio.wait({delivered, dead}, return_when=asyncio.FIRST_COMPLETED)
         for task in (delivered, dead):
             if task not in done:

@@ -209,6 +209,11 @@ def run_seed(env_name: str, fixed: int | None) -> int:
     return fixed if fixed is not None else random.randrange(1 << 32)
 
 
+def round_lat(n: int) -> float:
+    """The latitude of round `n` of `fix_until_followers_hold`."""
+    return round(80 + n / 1000, 6)
+
+
 async def fix_until_followers_hold(
     fleet: FleetDriver, followers: list[tuple[Any, Collection[str]]], rounds: int
 ) -> bool:
@@ -217,7 +222,7 @@ async def fix_until_followers_hold(
     settling after restarts. `followers`: (client with last_positions/wait_for, vehicles)."""
     vehicles = sorted({v for _, vs in followers for v in vs})
     for n in range(rounds):
-        lat = round(80 + n / 1000, 6)
+        lat = round_lat(n)
         for v in vehicles:
             await fleet.producer.send(
                 "gps-events", key=v.encode(), value=orjson.dumps(fix(v, lat=lat))

@@ -9,6 +9,7 @@ owner of a partition a moment later: tests keep producing until the first fix ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -266,3 +267,55 @@ async def wait_round(
     if not done():
         await client.wait_for(done, timeout, f"{len(vehicles)} vehicles at lat {lat}")
     return max(int(frame_id_of(client, v, lat) or 0) for v in vehicles)
+
+
+# ------------------------------------------------------------------------------ diagnosis
+
+
+def owner_of(workers: Iterable[Worker], partition: int) -> Worker | None:
+    for w in workers:
+        with contextlib.suppress(Exception):
+            if partition in w.health().get("partitions", []):
+                return w
+    return None
+
+
+def why_positions_missing(
+    workers: Iterable[Worker], followers: Iterable[tuple[Any, Iterable[str]]], want: float
+) -> list[str]:
+    """For every (client, vehicle) whose latest position is not `want`: which worker owns
+    the vehicle's partition, the interest entries there that can route it to the client's
+    instance, and that owner's consumer view of the partition. Read while the clients are
+    still connected, so that their interest is still in place."""
+    workers = list(workers)
+    out: list[str] = []
+    for c, vs in followers:
+        lagging = [v for v in vs if c.last_positions().get(v) != want]
+        if not lagging:
+            continue
+        url = c.conn.url
+        on = next((w.instance_id for w in workers if url.startswith(w.ws_url)), url)
+        for v in lagging:
+            p = partition_of(v, PARTITIONS)
+            owner = owner_of(workers, p)
+            if owner is None:
+                out.append(f"{c.name}@{on}: {v} (p{p}) has no owner")
+                continue
+            table = interest(owner)
+            routes = {k: ids for k, ids in table.items() if k.endswith(f"#p{p}")}
+            consumer = admin_get(owner, "/api/v1/ws/consumer")
+            mine = [
+                row
+                for row in consumer["partitions"]
+                if row["partition"] == p
+                and row["topic"] in ("gps-events", "ws-subscription-changes")
+            ]
+            out.append(
+                f"{c.name}@{on}: {v} (p{p}) at {c.last_positions().get(v)}, not {want}; "
+                f"owner {owner.instance_id}; {len(routes)} interest entries on p{p}, "
+                f"{sum(on in ids for ids in routes.values())} for {on}: "
+                f"{sorted(k for k, ids in routes.items() if on in ids)[:6]}; "
+                f"consumer stalled={consumer['stalled']} flowActive={consumer['flowActive']} "
+                f"{mine}"
+            )
+    return out

@@ -6,6 +6,7 @@ short timeout; instances that do not answer in time are listed in `unreachable`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,9 +14,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from tracker_ws import consumer_watch
 from tracker_ws.bus import Outgoing
 from tracker_ws.domain import envelope
-from tracker_ws.domain.errors import AuthError, Forbidden, InvalidMessage, NotFound, TrackerError
+from tracker_ws.domain.errors import (
+    AuthError,
+    BackendUnavailable,
+    Forbidden,
+    InvalidMessage,
+    NotFound,
+    TrackerError,
+)
 from tracker_ws.domain.models import AlertLevel, UserContext
 from tracker_ws.domain.protocol import iso_from_ms
 from tracker_ws.domain.validate import uuid_str
@@ -197,6 +206,20 @@ async def interest(request: web.Request) -> web.Response:
     )
 
 
+@admin_route
+async def consumer(request: web.Request) -> web.Response:
+    """This worker's Kafka input partitions: committed offset, log end, fetch position, and
+    whether each is paused; `stalled` lists those with records waiting and no progress."""
+    rt = _rt(request)
+    if rt.consumer_snapshot is None:
+        raise BackendUnavailable("this worker has no Kafka consumer")
+    snap = await asyncio.wait_for(rt.consumer_snapshot(), 5.0)
+    body = consumer_watch.as_json(snap)
+    body["instanceId"] = rt.settings.instance_id
+    body["stalled"] = rt.stalled_partitions
+    return web.json_response(body)
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/ws/stats", stats)
@@ -204,3 +227,4 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/api/v1/ws/connections/{conn_id}", kick)
     r.add_post("/api/v1/ws/broadcast", broadcast)
     r.add_get("/api/v1/ws/interest", interest)
+    r.add_get("/api/v1/ws/consumer", consumer)

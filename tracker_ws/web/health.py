@@ -38,6 +38,7 @@ async def health(request: web.Request) -> web.Response:
         "registryVehicles": len(rt.registry),
         "lastEventId": rt.hub.last_event_id,
         "partitions": rt.assigned_partitions(),
+        "stalledPartitions": rt.stalled_partitions,
     }
     return web.json_response(body, status=200 if status == "healthy" else 503)
 
