@@ -78,10 +78,6 @@ class StallWatch:
         self._seen = current
         return stalled, new
 
-    def reset(self) -> None:
-        """Forget progress (a rebalance moves partitions; their clocks restart)."""
-        self._seen.clear()
-
 
 # ------------------------------------------------------------------------------ adapter
 
@@ -120,7 +116,9 @@ async def snapshot(app: Any) -> dict[str, Any]:
             topic=tp.topic,
             partition=tp.partition,
             committed=committed.get(tp),
-            end=ends.get(tp),
+            # The embedded broker can report an end short of a multi-record last batch
+            # (transport.true_end); what was fetched is there for sure.
+            end=_max_known(ends.get(tp), local[tp][0]),
             fetch_position=local[tp][0],
             faust_paused=tp in paused,
             faust_active=tp in active,
@@ -139,6 +137,10 @@ async def snapshot(app: Any) -> dict[str, Any]:
         "recoveryCompleted": app.tables.recovery.completed.is_set(),
         "partitions": parts,
     }
+
+
+def _max_known(a: int | None, b: int | None) -> int | None:
+    return max((x for x in (a, b) if x is not None), default=None)
 
 
 def describe(snap: Mapping[str, Any], only: Iterable[PartitionState] | None = None) -> str:

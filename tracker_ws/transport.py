@@ -24,7 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FETCH_MAX_WAIT_MS = 50
 PIN_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 10.0
 
 
 def never_committed(committed: Mapping[TopicPartition, int | None]) -> list[TopicPartition]:
@@ -49,7 +50,68 @@ def is_changelog(topic: str) -> bool:
     return topic.endswith("-changelog")
 
 
+def true_end(reported: int, last_seen: int | None) -> int:
+    """The log end offset: one past the last record actually in the partition. `reported`
+    is the broker's ListOffsets answer, `last_seen` the highest offset a fetch from
+    `reported - 1` returned (None: nothing)."""
+    return reported if last_seen is None else max(reported, last_seen + 1)
+
+
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    _probe: AIOKafkaConsumer | None = None
+
+    async def _highwaters(self, partitions: list[TopicPartition]) -> Mapping[Any, int]:
+        """Log end offsets for table recovery, corrected by reading each partition's last
+        batch. The embedded Tansu answers ListOffsets(latest) with one past the *first*
+        offset of the last record batch, so a changelog whose last batch held several
+        records looked shorter than it is, and a table was recovered without them (lost
+        interest entries, stale positions after a rebalance)."""
+        reported: Mapping[Any, int] = await super()._highwaters(partitions)
+        try:
+            seen = await asyncio.wait_for(self._last_offsets(reported), PROBE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("could not read the last batch of %d partitions: %r", len(reported), exc)
+            return reported
+        return {tp: true_end(end, seen.get(tp)) for tp, end in reported.items()}
+
+    async def _last_offsets(self, reported: Mapping[Any, int]) -> dict[Any, int]:
+        """Highest offset in each partition's last batch (a fetch from `reported - 1`)."""
+        wanted = {
+            TopicPartition(tp.topic, tp.partition): end for tp, end in reported.items() if end
+        }
+        if not wanted:
+            return {}
+        probe = await self._ensure_probe()
+        probe.assign(list(wanted))
+        for tp, end in wanted.items():
+            probe.seek(tp, end - 1)
+        seen: dict[Any, int] = {}
+        while len(seen) < len(wanted):
+            batches = await probe.getmany(*(set(wanted) - set(seen)), timeout_ms=500)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                if records:
+                    seen[tp] = records[-1].offset
+        return {tp: offset for tp, offset in seen.items()}
+
+    async def _ensure_probe(self) -> AIOKafkaConsumer:
+        if self._probe is None:
+            kafka = self._ensure_consumer()
+            self._probe = AIOKafkaConsumer(
+                bootstrap_servers=kafka._client._bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=100,
+            )
+            await self._probe.start()
+        return self._probe
+
+    async def on_thread_stop(self) -> None:
+        await super().on_thread_stop()
+        if self._probe is not None:
+            await self._probe.stop()
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher.

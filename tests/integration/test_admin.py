@@ -4,6 +4,7 @@ another instance, and broadcast counts that match what clients actually received
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -17,13 +18,14 @@ from tests.support.cluster import (
     ahttp,
     http,
     register_company,
+    send_round,
     spread_ids,
     until,
 )
 from tests.support.fleet import Company, FleetDriver, new_id
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws.devstack import Worker
+from tracker_ws.devstack import Worker, wait_for
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -36,6 +38,7 @@ def routes() -> list[tuple[str, str, Any]]:
         ("DELETE", f"/api/v1/ws/connections/{new_id()}", None),
         ("POST", "/api/v1/ws/broadcast", {"level": "info", "message": "hello"}),
         ("GET", "/api/v1/ws/interest", None),
+        ("GET", "/api/v1/ws/consumer", None),
     ]
 
 
@@ -184,6 +187,36 @@ async def test_stats_count_connections_on_all_three_instances(
         await settle(cluster3, {**expected, workers[2].instance_id: 0})
     finally:
         await gather_close(*clients)
+
+
+async def test_consumer_view_covers_every_input_partition_once_and_sees_it_consumed(
+    cluster3: Cluster, fleet: FleetDriver
+) -> None:
+    company = await register_company(fleet, cluster3.workers, spread_ids())
+
+    def views() -> list[dict[str, Any]]:
+        out = []
+        for w in cluster3.workers:
+            status, body = http("GET", w.url + "/api/v1/ws/consumer", token=admin_token())
+            assert status == 200, (status, body)
+            assert body["instanceId"] == w.instance_id and body["flowActive"] is True, body
+            out.append(body)
+        return out
+
+    rows = [(b["instanceId"], r) for b in views() for r in b["partitions"]]
+    gps = sorted(r["partition"] for _, r in rows if r["topic"] == "gps-events")
+    assert gps == list(range(12)), rows  # each owned by exactly one worker
+    assert not any(r["topic"].endswith("-changelog") for _, r in rows), rows
+    before = {r["partition"]: r["end"] for _, r in rows if r["topic"] == "gps-events"}
+    await send_round(fleet, company.vehicles)
+
+    def consumed() -> bool:
+        now = [r for b in views() for r in b["partitions"] if r["topic"] == "gps-events"]
+        return all(r["end"] > before[r["partition"]] and r["lag"] == 0 for r in now)
+
+    await asyncio.to_thread(wait_for, consumed, 20.0, 0.2, "every gps-events partition consumed")
+    for w in cluster3.workers:
+        assert w.health()["stalledPartitions"] == []
 
 
 async def test_user_connections_lists_every_instance(cluster3: Cluster, fleet: FleetDriver) -> None:

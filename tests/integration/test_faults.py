@@ -31,6 +31,8 @@ from tests.support.cluster import (
     frame_event_ids,
     http,
     interest,
+    interest_of,
+    owner_of,
     register_company,
     send_round,
     spread_ids,
@@ -40,6 +42,7 @@ from tests.support.cluster import (
     warm_up,
 )
 from tests.support.fleet import FleetDriver, new_id
+from tests.support.streams import read_partition
 from tracker_ws import devstack
 from tracker_ws.agents.positions import partition_of
 from tracker_ws.devstack import Worker
@@ -156,12 +159,12 @@ async def _kill_scenario(cluster: Cluster, broker_url: str) -> KillRun:
     producer = AIOKafkaProducer(bootstrap_servers=devstack.bootstrap_servers(broker_url))
     await producer.start()
     try:
-        return await _kill_with(cluster, FleetDriver(producer))
+        return await _kill_with(cluster, FleetDriver(producer), broker_url)
     finally:
         await producer.stop()
 
 
-async def _kill_with(cluster: Cluster, fleet: FleetDriver) -> KillRun:
+async def _kill_with(cluster: Cluster, fleet: FleetDriver, broker_url: str) -> KillRun:
     victim, survivors = cluster.workers[2], cluster.workers[:2]
     dead = victim.instance_id
     company = await register_company(fleet, cluster.workers, spread_ids())
@@ -291,6 +294,39 @@ async def _kill_with(cluster: Cluster, fleet: FleetDriver) -> KillRun:
         reading.set()
         await asyncio.gather(*tasks)
         ended = time.monotonic()
+        if timings[3] is None:  # say what is left of the interest, and who owns what
+            merged = interest_of(survivors)
+            for p in range(12):
+                got = set(merged.get(f"{company_key}#p{p}", []))
+                stale = sorted(
+                    k for k, ids in merged.items() if k.endswith(f"#p{p}") and dead in ids
+                )
+                if got != survivor_ids or stale:
+                    owner = owner_of(survivors, p)
+                    print(
+                        f"  p{p} owned by {owner and owner.instance_id}: {company_key} -> "
+                        f"{sorted(got)}; entries still naming the dead instance: {stale[:4]}"
+                    )
+                    changes = await read_partition(broker_url, "ws-subscription-changes", p)
+                    print(
+                        f"    ws-subscription-changes[{p}]: "
+                        + "; ".join(
+                            f"{o} {v.decode()}"
+                            for o, _, v in changes
+                            if b"company:" in v or b"reset" in v
+                        )
+                    )
+                    changelog = await read_partition(
+                        broker_url, f"{cluster.app_id}-subscriptions-changelog", p
+                    )
+                    print(
+                        f"    changelog[{p}]: "
+                        + "; ".join(
+                            f"{o} {k.decode()}={v and v.decode()}"
+                            for o, k, v in changelog
+                            if b"company:" in k
+                        )
+                    )
 
         # Afterwards one more round, which every watcher must get, from the new owners too.
         await send_round(fleet, company.vehicles, lat=85.0)

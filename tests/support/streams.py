@@ -67,3 +67,29 @@ async def read_dead_letters(
     finally:
         await consumer.stop()
     return found
+
+
+async def read_partition(broker_url: str, topic: str, partition: int) -> list[tuple[int, Any, Any]]:
+    """(offset, key, value) of every record in one partition, read without a group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=devstack.bootstrap_servers(broker_url),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    out: list[tuple[int, Any, Any]] = []
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while not out or out[-1][0] < end - 1:
+            batches = await consumer.getmany(tp, timeout_ms=500)
+            if not batches:
+                break
+            out.extend((r.offset, r.key, r.value) for r in batches.get(tp, []))
+    finally:
+        await consumer.stop()
+    return out

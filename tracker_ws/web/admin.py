@@ -213,7 +213,10 @@ async def consumer(request: web.Request) -> web.Response:
     rt = _rt(request)
     if rt.consumer_snapshot is None:
         raise BackendUnavailable("this worker has no Kafka consumer")
-    snap = await asyncio.wait_for(rt.consumer_snapshot(), 5.0)
+    try:
+        snap = await asyncio.wait_for(rt.consumer_snapshot(), 5.0)
+    except Exception as exc:  # mid-rebalance, broker away
+        raise BackendUnavailable(f"the consumer did not answer: {exc!r}") from exc
     body = consumer_watch.as_json(snap)
     body["instanceId"] = rt.settings.instance_id
     body["stalled"] = rt.stalled_partitions
