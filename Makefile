@@ -26,8 +26,8 @@ run: $(STAMP)
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
 
-# Randomised recovery and rolling-restart runs with new seeds, and the kill -9 failover runs
-# (3 instances): ~6 min. Replay one with RECOVERY_SEED=… or ROLLING_SEED=… as printed.
+# The randomised recovery and rolling-restart runs with new seeds (3 instances): ~2 min.
+# Replay one with RECOVERY_SEED=… or ROLLING_SEED=… as printed.
 soak: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -m soak
 
