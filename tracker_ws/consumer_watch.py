@@ -129,10 +129,12 @@ async def snapshot(app: Any) -> dict[str, Any]:
     guard = getattr(consumer, "guard", None)
     return {
         "generation": app.consumer_generation_id,
-        # transport.Consumer: holes rewound, holes given up on, acks of unseen records refused
+        # transport.Consumer: holes rewound, holes given up on, acks of unseen records refused,
+        # records dropped from stream queues before a stream saw them
         "rewound": guard.rewound if guard is not None else 0,
         "givenUp": guard.given_up if guard is not None else 0,
         "refusedAcks": getattr(consumer, "refused_acks", 0),
+        "clearedUnseen": getattr(consumer, "cleared", 0),
         "flowActive": bool(consumer.flow_active),
         "recoveryCompleted": app.tables.recovery.completed.is_set(),
         "partitions": parts,

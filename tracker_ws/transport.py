@@ -153,6 +153,28 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.guard: OffsetGuard[Any] = OffsetGuard()
         self.refused_acks = 0
+        self.cleared = 0
+        self._watch_cleared_queues()
+
+    def _watch_cleared_queues(self) -> None:
+        """Faust empties every stream's queue on a rebalance and again on *each* resume of
+        flow control, which also happens after the seek that ends a rebalance: records handed
+        to a stream in between are dropped unseen. Each one is handed back to the guard, to be
+        delivered again (unless the next rebalance's seek covers it anyway)."""
+        flow_control = self.app.flow_control
+        clear_all = flow_control.clear
+
+        def clear() -> None:
+            for queue in list(flow_control._queues):
+                for item in list(getattr(queue, "_queue", ())):
+                    message = getattr(item, "message", None)
+                    if message is None or message.acked or is_changelog(message.topic):
+                        continue
+                    self.guard.unprocessed(message.tp, message.offset)
+                    self.cleared += 1
+            clear_all()
+
+        flow_control.clear = clear  # type: ignore[method-assign]  # wraps the instance only
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -189,7 +211,7 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     async def _redeliver(self) -> None:
         assigned = self.assignment()
-        for tp, offset in self.guard.take_unprocessed().items():
+        for tp, offset in sorted(self.guard.take_unprocessed().items()):
             if tp in assigned:
                 log.info("%s[%d]: delivering again from %d", tp.topic, tp.partition, offset)
                 await self._seek_back(tp, offset)

@@ -251,6 +251,16 @@ async def test_user_connections_lists_every_instance(cluster3: Cluster, fleet: F
             c.connection_id: (w2, "desktop", []),
         }
         path = f"/api/v1/ws/users/{user}/connections"
+
+        def listed_everywhere() -> bool:
+            # Registry entries are written behind (bus/writeback.py): a few ms after connect.
+            for w in cluster3.workers:
+                status, body = http("GET", w.url + path, token=admin_token())
+                if status != 200 or {r["id"] for r in body["connections"]} != set(want):
+                    return False
+            return True
+
+        await asyncio.to_thread(wait_for, listed_everywhere, 5.0, 0.05, "all three listed")
         for w in cluster3.workers:
             status, body = await ahttp("GET", w.url + path, token=admin_token())
             assert status == 200, body
