@@ -386,22 +386,26 @@ async def instance_ops(
     await asyncio.sleep(world.rng.uniform(1.0, 3.0))
     victims = world.rng.sample(c.workers[1:], 2)
     for step, victim in zip(("sigterm", "kill-9"), victims, strict=True):
-        if not world.on(victim, players):  # make sure someone is there to be disconnected
-            p = world.rng.choice(players)
-            async with p.lock:
+        world.eligible.remove(victim)
+        started = time.monotonic()
+        async with contextlib.AsyncExitStack() as held:
+            # No random disruption while the instance goes down (play() takes a player's
+            # lock before disrupting it), so whoever is on it now is still on it then.
+            for q in sorted(players, key=lambda q: q.name):
+                await held.enter_async_context(q.lock)
+            if not world.on(victim, players):  # someone must be there to be disconnected
+                p = world.rng.choice(players)
                 await client_disruption(world, p, "close")
                 await world.reconnect(p, prefer=victim)
-        world.eligible.remove(victim)
-        on_victim = world.on(victim, players)
-        started = time.monotonic()
-        if step == "sigterm":
-            world.note(f"SIGTERM {victim.instance_id}")
-            await asyncio.to_thread(victim.stop)
-        else:
-            await states_saved(world, on_victim)
-            world.killed = victim
-            world.note(f"kill -9 {victim.instance_id}")
-            await asyncio.to_thread(victim.kill)
+            on_victim = world.on(victim, players)
+            if step == "sigterm":
+                world.note(f"SIGTERM {victim.instance_id}")
+                await asyncio.to_thread(victim.stop)
+            else:
+                await states_saved(world, on_victim)
+                world.killed = victim
+                world.note(f"kill -9 {victim.instance_id}")
+                await asyncio.to_thread(victim.kill)
         world.note(f"{victim.instance_id} exited")
         world.ops[step] += 1
         await asyncio.to_thread(victim.restart)
