@@ -202,7 +202,17 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 continue
             if tp in rewound:
                 continue  # the rest of a batch that ran past a hole
+            want, gave_up = self.guard.next_offset(tp), self.guard.given_up
             verdict = self.guard.check(tp, message.offset)
+            if self.guard.given_up != gave_up:
+                log.warning(
+                    "%s[%d]: offsets %s..%d never came back after %d seeks; going on",
+                    tp.topic,
+                    tp.partition,
+                    want,
+                    message.offset - 1,
+                    self.guard.max_rewinds,
+                )
             if verdict.action == DELIVER:
                 yield tp, message
             elif verdict.action == REWIND:
