@@ -172,10 +172,21 @@ class Cluster:
         from tracker_ws.agents.positions import partition_of
 
         p = partition_of(vehicle_id, 12)
+        owner = self.owner_of_partition(p)
+        if owner is None:
+            raise AssertionError(f"no live worker owns partition {p}")
+        return owner
+
+    def owner_of_partition(self, partition: int) -> devstack.Worker | None:
         for w in self.workers:
-            if w.alive() and p in w.health().get("partitions", []):
+            if w.alive() and partition in w.health().get("partitions", []):
                 return w
-        raise AssertionError(f"no live worker owns partition {p}")
+        return None
+
+    def worker_at(self, url: str) -> devstack.Worker:
+        """The worker a connection URL (ws://127.0.0.1:<port>/…) points at."""
+        port = int(url.split(":")[2].split("/")[0])
+        return next(w for w in self.workers if w.port == port)
 
     def live(self) -> list[devstack.Worker]:
         return [w for w in self.workers if w.alive()]

@@ -117,7 +117,9 @@ async def snapshot(app: Any) -> dict[str, Any]:
             partition=tp.partition,
             committed=committed.get(tp),
             # The embedded broker can report an end short of a multi-record last batch
-            # (transport.true_end); what was fetched is there for sure.
+            # (transport.true_end); what was fetched is there for sure. Not corrected by
+            # reading the last batches as table recovery does: every 5 s that would hold up
+            # the consumer thread, and a stall shows without it.
             end=_max_known(ends.get(tp), local[tp][0]),
             fetch_position=local[tp][0],
             faust_paused=tp in paused,

@@ -28,8 +28,9 @@ REWIND = "rewind"
 @dataclass(frozen=True)
 class Verdict:
     action: str  # DELIVER, DUPLICATE or REWIND
-    to: int | None = None  # REWIND: the offset to seek back to
+    to: int | None = None  # REWIND: the offset to seek back to; gave_up: the hole's start
     first: bool = False  # REWIND: the first time this hole is seen (worth a log line)
+    gave_up: bool = False  # DELIVER past a hole that never filled (max_rewinds tries)
 
 
 class OffsetGuard(Generic[K]):
@@ -51,11 +52,6 @@ class OffsetGuard(Generic[K]):
         self._rewinds.pop(key, None)
         self._unprocessed.pop(key, None)
 
-    def forget(self, key: K) -> None:
-        self._next.pop(key, None)
-        self._rewinds.pop(key, None)
-        self._unprocessed.pop(key, None)
-
     def unprocessed(self, key: K, offset: int) -> None:
         """A delivered record was dropped before any agent processed it: it must be
         delivered again (unless a seek to the committed offset comes first)."""
@@ -63,6 +59,8 @@ class OffsetGuard(Generic[K]):
 
     def take_unprocessed(self) -> dict[K, int]:
         """Partitions to seek back, and where to; each is expected from there on."""
+        if not self._unprocessed:
+            return {}
         taken, self._unprocessed = self._unprocessed, {}
         for key, offset in taken.items():
             self._next[key] = offset
@@ -84,7 +82,7 @@ class OffsetGuard(Generic[K]):
             self.given_up += 1
             self._next[key] = offset + 1
             self._rewinds.pop(key, None)
-            return Verdict(DELIVER)
+            return Verdict(DELIVER, to=want, gave_up=True)
         self._rewinds[key] = (want, tries + 1)
         if tries == 0:
             self.rewound += 1

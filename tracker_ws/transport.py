@@ -93,7 +93,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
             for tp, records in batches.items():
                 if records:
                     seen[tp] = records[-1].offset
-        return {tp: offset for tp, offset in seen.items()}
+        return seen
 
     async def _ensure_probe(self) -> AIOKafkaConsumer:
         if self._probe is None:
@@ -189,7 +189,7 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         for tp in revoked:
-            self.guard.forget(tp)
+            self.guard.expect(tp, None)  # forgotten: the next assignment seeks anyway
         await super().on_partitions_revoked(revoked)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
@@ -202,14 +202,13 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 continue
             if tp in rewound:
                 continue  # the rest of a batch that ran past a hole
-            want, gave_up = self.guard.next_offset(tp), self.guard.given_up
             verdict = self.guard.check(tp, message.offset)
-            if self.guard.given_up != gave_up:
+            if verdict.gave_up:
                 log.warning(
                     "%s[%d]: offsets %s..%d never came back after %d seeks; going on",
                     tp.topic,
                     tp.partition,
-                    want,
+                    verdict.to,
                     message.offset - 1,
                     self.guard.max_rewinds,
                 )
@@ -220,8 +219,11 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 await self._rewind(tp, verdict, message.offset)
 
     async def _redeliver(self) -> None:
+        taken = self.guard.take_unprocessed()
+        if not taken:  # the usual case, on every fetch: no assignment set built
+            return
         assigned = self.assignment()
-        for tp, offset in sorted(self.guard.take_unprocessed().items()):
+        for tp, offset in sorted(taken.items()):
             if tp in assigned:
                 log.info("%s[%d]: delivering again from %d", tp.topic, tp.partition, offset)
                 await self._seek_back(tp, offset)

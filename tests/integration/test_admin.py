@@ -14,6 +14,7 @@ from tests.support.checks import reach_event_id
 from tests.support.client import Msg, WsClient, gather_close
 from tests.support.cluster import (
     TimedClient,
+    admin_get,
     admin_token,
     ahttp,
     http,
@@ -197,17 +198,16 @@ async def test_consumer_view_covers_every_input_partition_once_and_sees_it_consu
     def views() -> list[dict[str, Any]]:
         out = []
         for w in cluster3.workers:
-            status, body = http("GET", w.url + "/api/v1/ws/consumer", token=admin_token())
-            assert status == 200, (status, body)
+            body = admin_get(w, "/api/v1/ws/consumer")
             assert body["instanceId"] == w.instance_id and body["flowActive"] is True, body
             out.append(body)
         return out
 
-    rows = [(b["instanceId"], r) for b in views() for r in b["partitions"]]
-    gps = sorted(r["partition"] for _, r in rows if r["topic"] == "gps-events")
+    rows = [r for b in views() for r in b["partitions"]]
+    gps = sorted(r["partition"] for r in rows if r["topic"] == "gps-events")
     assert gps == list(range(12)), rows  # each owned by exactly one worker
-    assert not any(r["topic"].endswith("-changelog") for _, r in rows), rows
-    before = {r["partition"]: r["end"] for _, r in rows if r["topic"] == "gps-events"}
+    assert not any(r["topic"].endswith("-changelog") for r in rows), rows
+    before = {r["partition"]: r["end"] for r in rows if r["topic"] == "gps-events"}
     await send_round(fleet, company.vehicles)
 
     def consumed() -> bool:

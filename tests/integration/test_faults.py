@@ -32,7 +32,6 @@ from tests.support.cluster import (
     http,
     interest,
     interest_of,
-    owner_of,
     register_company,
     send_round,
     spread_ids,
@@ -302,7 +301,7 @@ async def _kill_with(cluster: Cluster, fleet: FleetDriver, broker_url: str) -> K
                     k for k, ids in merged.items() if k.endswith(f"#p{p}") and dead in ids
                 )
                 if got != survivor_ids or stale:
-                    owner = owner_of(survivors, p)
+                    owner = cluster.owner_of_partition(p)
                     print(
                         f"  p{p} owned by {owner and owner.instance_id}: {company_key} -> "
                         f"{sorted(got)}; entries still naming the dead instance: {stale[:4]}"

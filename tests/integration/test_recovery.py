@@ -232,7 +232,6 @@ class World:
         self.rng = random.Random(seed)
         self.eligible = list(cluster.workers)  # instances clients may reconnect to
         self.stopping = False
-        self.by_port = {w.port: w for w in cluster.workers}
         self.ops: collections.Counter[str] = collections.Counter()
         self.killed: Worker | None = None
         self.unexpected: list[str] = []
@@ -243,8 +242,7 @@ class World:
         self.timeline.append(f"{time.monotonic() - self.t0:6.2f}s {what}")
 
     def worker_of(self, client: SeedLikeClient) -> Worker:
-        port = int(client.conn.url.split(":")[2].split("/")[0])
-        return self.by_port[port]
+        return self.cluster.worker_at(client.conn.url)
 
     def on(self, worker: Worker, players: list[Player]) -> list[Player]:
         return [p for p in players if p.client.conn.open and self.worker_of(p.client) is worker]
@@ -484,12 +482,14 @@ def random_subs(rng: random.Random, company: Company, *, notifications: bool) ->
     return subs
 
 
-async def final_positions(fleet: FleetDriver, players: list[Player], workers: list[Worker]) -> None:
+async def final_positions(fleet: FleetDriver, players: list[Player], cluster: Cluster) -> None:
     """Every client ends holding the final round's position of each of its vehicles."""
     followers = [(p.client, p.vehicles) for p in players]
-    if await fix_until_followers_hold(fleet, followers, 30):
+    rounds = 30
+    if await fix_until_followers_hold(fleet, followers, rounds):
         return
-    why = await asyncio.to_thread(why_positions_missing, workers, followers, round_lat(29))
+    last = round_lat(rounds - 1)
+    why = await asyncio.to_thread(why_positions_missing, cluster, followers, last)
     raise AssertionError("final positions never arrived:\n  " + "\n  ".join(why))
 
 
@@ -611,7 +611,7 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
                     lambda p=p, o=owed: o <= set(p.client.markers()),
                     max(0.1, deadline - time.monotonic()),
                 )
-        await final_positions(fleet, players, main.workers)
+        await final_positions(fleet, players, main)
     finally:
         world.stopping = True
         for t in tasks:
@@ -655,7 +655,7 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
                 opened = c.messages[0][0] - world.t0 if c.messages else -1
                 print(
                     f"  {opened:7.2f}s-{(c.closed_at or 0) - world.t0:7.2f}s "
-                    f"{world.by_port[int(c.url.split(':')[2].split('/')[0])].instance_id[-1]} "
+                    f"{world.cluster.worker_at(c.url).instance_id[-1]} "
                     f"{c.url.split('&', 1)[-1][:30]} close={c.close_code} "
                     f"recovered={c.hello.get('recovered') if c.hello else None} "
                     f"ids={got_ids}"

@@ -157,11 +157,10 @@ class Deploy:
         self.rng = rng
         self.eligible = list(cluster.workers)
         self.stopping = False
-        self.by_port = {w.port: w for w in cluster.workers}
         self.drains: list[dict[str, Any]] = []
 
     def worker_of(self, conn_url: str) -> Worker:
-        return self.by_port[int(conn_url.split(":")[2].split("/")[0])]
+        return self.cluster.worker_at(conn_url)
 
 
 async def ride(deploy: Deploy, r: Rider, rng: random.Random) -> None:
@@ -385,10 +384,10 @@ async def test_rolling_restart_under_load_loses_nothing(
         # The last position of each vehicle reaches every client that follows it (checked
         # below, with everything else owed).
         followers = [(r.client, r.vehicles) for r in riders]
-        if not await fix_until_followers_hold(fleet, followers, 20):
-            why = await asyncio.to_thread(
-                why_positions_missing, cluster.workers, followers, round_lat(19)
-            )
+        rounds = 20
+        if not await fix_until_followers_hold(fleet, followers, rounds):
+            last = round_lat(rounds - 1)
+            why = await asyncio.to_thread(why_positions_missing, cluster, followers, last)
             print("final positions missing:\n  " + "\n  ".join(why))
         stop_time = time.monotonic()
     finally:

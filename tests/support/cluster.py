@@ -9,7 +9,6 @@ owner of a partition a moment later: tests keep producing until the first fix ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -17,7 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -28,6 +27,9 @@ from tracker_ws.agents.positions import partition_of
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
 from tracker_ws.devstack import Worker, wait_for
+
+if TYPE_CHECKING:
+    from tests.conftest import Cluster
 
 PARTITIONS = 12
 
@@ -272,32 +274,22 @@ async def wait_round(
 # ------------------------------------------------------------------------------ diagnosis
 
 
-def owner_of(workers: Iterable[Worker], partition: int) -> Worker | None:
-    for w in workers:
-        with contextlib.suppress(Exception):
-            if partition in w.health().get("partitions", []):
-                return w
-    return None
-
-
 def why_positions_missing(
-    workers: Iterable[Worker], followers: Iterable[tuple[Any, Iterable[str]]], want: float
+    cluster: Cluster, followers: Iterable[tuple[Any, Iterable[str]]], want: float
 ) -> list[str]:
     """For every (client, vehicle) whose latest position is not `want`: which worker owns
     the vehicle's partition, the interest entries there that can route it to the client's
     instance, and that owner's consumer view of the partition. Read while the clients are
     still connected, so that their interest is still in place."""
-    workers = list(workers)
     out: list[str] = []
     for c, vs in followers:
         lagging = [v for v in vs if c.last_positions().get(v) != want]
         if not lagging:
             continue
-        url = c.conn.url
-        on = next((w.instance_id for w in workers if url.startswith(w.ws_url)), url)
+        on = cluster.worker_at(c.conn.url).instance_id
         for v in lagging:
             p = partition_of(v, PARTITIONS)
-            owner = owner_of(workers, p)
+            owner = cluster.owner_of_partition(p)
             if owner is None:
                 out.append(f"{c.name}@{on}: {v} (p{p}) has no owner")
                 continue

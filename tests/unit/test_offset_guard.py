@@ -39,6 +39,8 @@ def test_a_hole_that_never_fills_is_let_through_after_max_rewinds() -> None:
     verdicts = [guard.check("p0", 9) for _ in range(4)]
     assert [v.action for v in verdicts] == [REWIND, REWIND, REWIND, DELIVER]
     assert [v.first for v in verdicts[:3]] == [True, False, False]
+    assert [v.gave_up for v in verdicts] == [False, False, False, True]
+    assert verdicts[-1].to == 5  # where the hole that never filled began
     assert (guard.rewound, guard.given_up) == (1, 1)
     assert guard.next_offset("p0") == 10
 
@@ -49,7 +51,7 @@ def test_partitions_are_independent_and_forgotten_on_revoke() -> None:
     guard.expect("p1", 7)
     assert guard.check("p1", 9).action == REWIND
     assert guard.check("p0", 5).action == DELIVER
-    guard.forget("p1")
+    guard.expect("p1", None)  # revoked: forgotten
     assert guard.check("p1", 9).action == DELIVER
     guard.expect("p0", None)
     assert guard.check("p0", 100).action == DELIVER
@@ -74,5 +76,5 @@ def test_a_seek_to_the_committed_offset_supersedes_records_handed_back() -> None
     guard.expect("p0", 7)  # the rebalance's seek
     assert guard.take_unprocessed() == {}
     guard.unprocessed("p1", 3)
-    guard.forget("p1")
+    guard.expect("p1", None)  # revoked: forgotten
     assert guard.take_unprocessed() == {}
