@@ -1,10 +1,12 @@
-"""Command line: worker, token, simulate, dev (ARCHITECTURE §6)."""
+"""Command line: worker, token, simulate, dev, listen, config (ARCHITECTURE §6)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+
+from tracker_ws.domain.errors import ConfigError
 
 
 def _raise_fd_limit() -> None:
@@ -18,6 +20,7 @@ def _raise_fd_limit() -> None:
 
 def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     _raise_fd_limit()
+    # Importing the app reads and checks the settings (one line and exit 2 when bad).
     from tracker_ws.app import app
 
     # Hand over to Faust's own CLI, as `faust -A tracker_ws.app worker` would.
@@ -52,10 +55,12 @@ def _cmd_token(args: argparse.Namespace, rest: list[str]) -> int:
 def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     import asyncio
 
+    from tracker_ws.config import Settings
     from tracker_ws.simulator import Fleet, run_simulator
 
+    broker = args.broker or Settings.from_env().kafka_broker
     fleet = Fleet.build(args.vehicles, args.companies, seed=args.seed)
-    asyncio.run(run_simulator(args.broker, fleet, rate=args.rate, duration=args.duration))
+    asyncio.run(run_simulator(broker, fleet, rate=args.rate, duration=args.duration))
     return 0
 
 
@@ -68,14 +73,28 @@ def _cmd_listen(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace, rest: list[str]) -> int:
+    from tracker_ws.config import Settings
     from tracker_ws.dev import run_dev
 
-    return run_dev(port=args.port, vehicles=args.vehicles, rate=args.rate)
+    port = args.port if args.port is not None else Settings.from_env().port
+    return run_dev(port=port, vehicles=args.vehicles, rate=args.rate)
+
+
+def _cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
+    from tracker_ws.config import Settings, describe_values, describe_variables
+
+    if args.check:
+        settings = Settings.from_env()
+        print(describe_values(settings))
+        problem = settings.auth_problem()
+        if problem:
+            print(f"note: a worker would refuse to start: {problem}", file=sys.stderr)
+        return 0
+    print(describe_variables(markdown=args.markdown))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     parser = argparse.ArgumentParser(prog="python -m tracker_ws", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -96,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     s = sub.add_parser("simulate", help="register vehicles and produce GPS fixes")
-    s.add_argument(
-        "--broker", default=os.environ.get("TRACKER_WS_KAFKA_BROKER", "kafka://127.0.0.1:9092")
-    )
+    s.add_argument("--broker", help="kafka://host:port (default TRACKER_WS_KAFKA_BROKER)")
     s.add_argument("--vehicles", type=int, default=50)
     s.add_argument("--companies", type=int, default=2)
     s.add_argument("--rate", type=float, default=10.0, help="fixes per second, all vehicles")
@@ -106,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=1)
 
     d = sub.add_parser("dev", help="embedded broker + Redis + worker + simulator")
-    d.add_argument("--port", type=int, default=int(os.environ.get("TRACKER_WS_PORT", "8090")))
+    d.add_argument("--port", type=int, help="public port (default TRACKER_WS_PORT or 8090)")
     d.add_argument("--vehicles", type=int, default=50)
     d.add_argument("--rate", type=float, default=20.0)
 
@@ -117,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     li.add_argument("--vehicles", nargs="*", help="vehicleIds (default: all of the company)")
     li.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
 
+    c = sub.add_parser(
+        "config", help="list every TRACKER_WS_* variable with its default and meaning"
+    )
+    c.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
+    c.add_argument(
+        "--check", action="store_true", help="validate the environment and print the values"
+    )
+
     args, rest = parser.parse_known_args(argv)
     handlers = {
         "worker": _cmd_worker,
@@ -124,12 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         "simulate": _cmd_simulate,
         "dev": _cmd_dev,
         "listen": _cmd_listen,
+        "config": _cmd_config,
     }
     if rest and args.command != "worker":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     started = time.monotonic()
     try:
         return handlers[args.command](args, rest)
+    except ConfigError as exc:
+        # A bad setting: one line naming the variable, exit 2 (like a usage error).
+        print(f"tracker-ws: error: {exc.message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\nstopped after {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 130

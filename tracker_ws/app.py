@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
 from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
+from tracker_ws.domain.errors import ConfigError
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
 from tracker_ws.transport import Transport
@@ -236,8 +237,16 @@ async def _broker_reachable(app: faust.App) -> bool:
 
 def _app_from_env() -> TrackerApp:
     # Faust's CLI imports `tracker_ws.app:app`; tests and tools call create_app directly.
-    os.environ.setdefault("TRACKER_WS_REDIS_URL", "memory://")
-    return create_app()
+    # Bad settings end the worker here with one line and exit code 2, not a traceback.
+    try:
+        settings = Settings.from_env()
+        problem = settings.auth_problem()
+        if problem:
+            raise ConfigError(problem)
+    except ConfigError as exc:
+        sys.stderr.write(f"tracker-ws: error: {exc.message}\n")
+        raise SystemExit(2) from None
+    return create_app(settings)
 
 
 app = _app_from_env()

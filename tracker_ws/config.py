@@ -1,40 +1,325 @@
-"""Settings from the environment (ARCHITECTURE §6). One frozen object, read once at start."""
+"""Settings from the environment (ARCHITECTURE §6): one table of variables, one frozen object.
+
+Every variable is declared once in `VARIABLES` with its type, default, bounds and meaning; the
+parser, `python -m tracker_ws config` and the README table are all built from it. A bad value
+raises ConfigError naming the variable; the CLI prints it as one line and exits 2.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from tracker_ws.domain.errors import ConfigError
 
-# The documented development secret. Never use it in production: set TRACKER_WS_JWT_SECRET
-# or TRACKER_WS_JWT_PUBLIC_KEY.
+# The documented development secret. A worker accepts it only in development mode
+# (TRACKER_WS_DEV_MODE=1, set by `python -m tracker_ws dev` and the test fixtures).
 DEV_JWT_SECRET = "tracker-ws-development-secret-change-me"
 
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+_NAME = re.compile(r"^[A-Za-z0-9._:@-]+$")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def _default_instance_id() -> str:
     return f"ws-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """One environment variable: how to read it, its default and what it means."""
+
+    env: str
+    field: str
+    kind: str  # int | float | str | bool | url | name | pem
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    schemes: tuple[str, ...] = ()
+    shown_default: str | None = None  # for defaults computed at start (hostname, pid)
+
+    def parse(self, raw: str) -> Any:
+        """The value of `raw`, or ConfigError("<ENV> …") in one line."""
+        try:
+            value = _PARSERS[self.kind](self, raw)
+        except ConfigError:
+            raise
+        except (ValueError, OverflowError) as exc:
+            raise ConfigError(f"{self.env} {exc}, got {_shorten(raw)}") from None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if self.min is not None and value < self.min:
+                raise ConfigError(f"{self.env} must be ≥ {_num(self.min)}, got {_shorten(raw)}")
+            if self.max is not None and value > self.max:
+                raise ConfigError(f"{self.env} must be ≤ {_num(self.max)}, got {_shorten(raw)}")
+        return value
+
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None:
+            return "(unset)"
+        if isinstance(self.default, bool):
+            return "1" if self.default else "0"
+        return _num(self.default) if isinstance(self.default, float) else str(self.default)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _shorten(raw: str) -> str:
+    return repr(raw if len(raw) <= 60 else raw[:57] + "…")
+
+
+def _parse_int(var: Var, raw: str) -> int:
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?\d{1,18}", text):
+        raise ValueError("must be an integer")
+    return int(text)
+
+
+def _parse_float(var: Var, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _parse_str(var: Var, raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _parse_name(var: Var, raw: str) -> str:
+    if not _NAME.fullmatch(raw):
+        raise ValueError("must be letters, digits and . _ : @ - only")
+    return raw
+
+
+def _parse_bool(var: Var, raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("must be 1/0, true/false, yes/no or on/off")
+
+
+def _parse_url(var: Var, raw: str) -> str:
+    if not raw.startswith(var.schemes) or len(raw) <= len(raw.split("://")[0]) + 3:
+        wanted = ", ".join(f"{s}…" for s in var.schemes)
+        raise ConfigError(f"{var.env} must be {wanted}, got {_shorten(raw)}")
+    return raw
+
+
+def _parse_pem(var: Var, raw: str) -> str:
+    """PEM text, or a path to a file holding it."""
+    text = raw
+    if "-----BEGIN" not in raw:
+        try:
+            with open(raw, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"{var.env}: cannot read {_shorten(raw)}: {reason}") from None
+    if "-----BEGIN" not in text:
+        raise ConfigError(f"{var.env}: not a PEM public key (no -----BEGIN line)")
+    return text
+
+
+_PARSERS: dict[str, Callable[[Var, str], Any]] = {
+    "int": _parse_int,
+    "float": _parse_float,
+    "str": _parse_str,
+    "name": _parse_name,
+    "bool": _parse_bool,
+    "url": _parse_url,
+    "pem": _parse_pem,
+}
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
+
+# The one list of settings. Order is the order of `config` and the README table.
+VARIABLES: tuple[Var, ...] = (
+    Var(
+        "TRACKER_WS_KAFKA_BROKER",
+        "kafka_broker",
+        "url",
+        "kafka://127.0.0.1:9092",
+        "the Kafka broker",
+        schemes=("kafka://",),
+    ),
+    Var(
+        "TRACKER_WS_REDIS_URL",
+        "redis_url",
+        "url",
+        "memory://",
+        "Redis for cross-instance delivery, history and state; `memory://` runs one instance alone",
+        schemes=_REDIS_SCHEMES,
+    ),
+    Var("TRACKER_WS_PORT", "port", "int", 8090, "public HTTP/WebSocket port", 1, 65535),
+    Var("TRACKER_WS_HOST", "host", "str", "0.0.0.0", "address the public port binds to"),
+    Var(
+        "TRACKER_WS_INSTANCE_ID",
+        "instance_id",
+        "name",
+        None,
+        "this instance's id (Redis channels, metrics)",
+        shown_default="ws-<hostname>-<pid>",
+    ),
+    Var(
+        "TRACKER_WS_DEV_MODE",
+        "dev_mode",
+        "bool",
+        False,
+        "development mode: accept the documented development JWT secret (set by `dev` "
+        "and the test fixtures; never in production)",
+    ),
+    Var(
+        "TRACKER_WS_JWT_SECRET",
+        "jwt_secret",
+        "str",
+        DEV_JWT_SECRET,
+        "HS256 secret; required outside development mode unless a public key is set",
+        shown_default="(unset: the development secret, dev mode only)",
+    ),
+    Var(
+        "TRACKER_WS_JWT_PUBLIC_KEY",
+        "jwt_public_key",
+        "pem",
+        None,
+        "PEM public key (text or file path): RS256/ES256 tokens instead of HS256",
+    ),
+    Var(
+        "TRACKER_WS_PARTITIONS",
+        "partitions",
+        "int",
+        12,
+        "partitions of gps-events and the co-partitioned topics",
+        1,
+        10_000,
+    ),
+    Var(
+        "TRACKER_WS_APP_ID",
+        "app_id",
+        "name",
+        "websocket-service-broadcast",
+        "Kafka consumer group and Faust app id",
+    ),
+    Var(
+        "TRACKER_WS_FLUSH_WINDOW_MS",
+        "flush_window_ms",
+        "int",
+        50,
+        "positions arriving within this window are coalesced into one positionBatch",
+        0,
+        60_000,
+    ),
+    Var(
+        "TRACKER_WS_QUEUE_LIMIT",
+        "queue_limit",
+        "int",
+        1000,
+        "outbound frames per connection before positions degrade and 4009 closes",
+        1,
+    ),
+    Var(
+        "TRACKER_WS_MAX_FRAME_BYTES",
+        "max_frame_bytes",
+        "int",
+        64 * 1024,
+        "largest inbound frame accepted; larger closes 1009",
+        256,
+        16 * 1024 * 1024,
+    ),
+    Var(
+        "TRACKER_WS_RATE_PER_SECOND",
+        "rate_per_second",
+        "float",
+        10.0,
+        "inbound messages per second per connection (token bucket)",
+        0.01,
+    ),
+    Var("TRACKER_WS_RATE_BURST", "rate_burst", "int", 20, "inbound burst per connection", 1),
+    Var(
+        "TRACKER_WS_HEARTBEAT_TIMEOUT",
+        "heartbeat_timeout_s",
+        "float",
+        75.0,
+        "seconds of client silence before the connection is closed",
+        1,
+    ),
+    Var(
+        "TRACKER_WS_PING_INTERVAL",
+        "server_ping_interval_s",
+        "float",
+        30.0,
+        "seconds between server pings to a quiet client",
+        0.1,
+    ),
+    Var(
+        "TRACKER_WS_OFFLINE_AFTER",
+        "offline_after_s",
+        "float",
+        600.0,
+        "seconds without a fix before a vehicle is offline",
+        1,
+    ),
+    Var(
+        "TRACKER_WS_STATE_TTL",
+        "state_ttl_s",
+        "float",
+        300.0,
+        "seconds a disconnected client's state is kept for recovery",
+        1,
+    ),
+    Var(
+        "TRACKER_WS_DRAIN_RATE",
+        "drain_rate",
+        "float",
+        500.0,
+        "connections closed per second on shutdown",
+        1,
+    ),
+    Var(
+        "TRACKER_WS_DRAIN_TIMEOUT",
+        "drain_timeout_s",
+        "float",
+        10.0,
+        "seconds to flush queues on shutdown",
+        0,
+        3600,
+    ),
+    Var("TRACKER_WS_DATA_DIR", "data_dir", "str", ".dev/faust", "Faust's data directory"),
+    Var(
+        "TRACKER_WS_FETCH_MAX_WAIT_MS",
+        "fetch_max_wait_ms",
+        "int",
+        50,
+        "consumer fetch long-poll (`tracker_ws/transport.py`)",
+        0,
+        60_000,
+    ),
+    Var(
+        "TRACKER_WS_STALL_AFTER_S",
+        "stall_after_s",
+        "float",
+        20.0,
+        "seconds an input partition may hold waiting records without progress before it is "
+        "logged and listed in `/health` as `stalledPartitions`",
+        1,
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +329,7 @@ class Settings:
     port: int = 8090
     host: str = "0.0.0.0"
     instance_id: str = field(default_factory=_default_instance_id)
+    dev_mode: bool = False
     jwt_secret: str = DEV_JWT_SECRET
     jwt_public_key: str | None = None  # PEM; when set, RS256/ES256 tokens are verified with it
     jwt_algorithms: tuple[str, ...] = ("HS256",)
@@ -72,46 +358,66 @@ class Settings:
         return self.redis_url.startswith(("redis://", "rediss://", "unix://"))
 
     @classmethod
-    def from_env(cls) -> Settings:
-        public_key = os.environ.get("TRACKER_WS_JWT_PUBLIC_KEY") or None
-        if public_key and os.path.isfile(public_key):
-            with open(public_key, encoding="utf-8") as fh:
-                public_key = fh.read()
-        algorithms: tuple[str, ...] = ("HS256",)
-        if public_key:
-            algorithms = ("RS256", "ES256")
-        redis_url = os.environ.get("TRACKER_WS_REDIS_URL", "memory://")
-        if not redis_url.startswith(("redis://", "rediss://", "unix://", "memory://")):
-            raise ConfigError(
-                "TRACKER_WS_REDIS_URL must be redis://…, rediss://… or memory://, "
-                f"got {redis_url!r}"
-            )
-        broker = os.environ.get("TRACKER_WS_KAFKA_BROKER", "kafka://127.0.0.1:9092")
-        if not broker.startswith("kafka://"):
-            raise ConfigError(f"TRACKER_WS_KAFKA_BROKER must be kafka://host:port, got {broker!r}")
-        return cls(
-            kafka_broker=broker,
-            redis_url=redis_url,
-            port=_env_int("TRACKER_WS_PORT", 8090),
-            host=os.environ.get("TRACKER_WS_HOST", "0.0.0.0"),
-            instance_id=os.environ.get("TRACKER_WS_INSTANCE_ID") or _default_instance_id(),
-            jwt_secret=os.environ.get("TRACKER_WS_JWT_SECRET") or DEV_JWT_SECRET,
-            jwt_public_key=public_key,
-            jwt_algorithms=algorithms,
-            partitions=_env_int("TRACKER_WS_PARTITIONS", 12),
-            app_id=os.environ.get("TRACKER_WS_APP_ID", "websocket-service-broadcast"),
-            flush_window_ms=_env_int("TRACKER_WS_FLUSH_WINDOW_MS", 50),
-            queue_limit=_env_int("TRACKER_WS_QUEUE_LIMIT", 1000),
-            max_frame_bytes=_env_int("TRACKER_WS_MAX_FRAME_BYTES", 64 * 1024),
-            rate_per_second=_env_float("TRACKER_WS_RATE_PER_SECOND", 10.0),
-            rate_burst=_env_int("TRACKER_WS_RATE_BURST", 20),
-            heartbeat_timeout_s=_env_float("TRACKER_WS_HEARTBEAT_TIMEOUT", 75.0),
-            server_ping_interval_s=_env_float("TRACKER_WS_PING_INTERVAL", 30.0),
-            offline_after_s=_env_float("TRACKER_WS_OFFLINE_AFTER", 600.0),
-            state_ttl_s=_env_float("TRACKER_WS_STATE_TTL", 300.0),
-            drain_rate=_env_float("TRACKER_WS_DRAIN_RATE", 500.0),
-            drain_timeout_s=_env_float("TRACKER_WS_DRAIN_TIMEOUT", 10.0),
-            data_dir=os.environ.get("TRACKER_WS_DATA_DIR", ".dev/faust"),
-            fetch_max_wait_ms=_env_int("TRACKER_WS_FETCH_MAX_WAIT_MS", 50),
-            stall_after_s=_env_float("TRACKER_WS_STALL_AFTER_S", 20.0),
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var in VARIABLES:
+            raw = env.get(var.env)
+            if raw is None or (raw == "" and var.kind != "bool"):
+                continue  # unset (or empty): the field's default
+            values[var.field] = var.parse(raw)
+        if values.get("jwt_public_key"):
+            values["jwt_algorithms"] = ("RS256", "ES256")
+        return cls(**values)
+
+    def auth_problem(self) -> str | None:
+        """Why a worker must not start with these token settings, or None.
+
+        Outside development mode the documented secret would let anyone who read the README
+        forge tokens (admin ones included), so a real secret or a public key is required."""
+        if self.jwt_public_key or self.dev_mode or self.jwt_secret != DEV_JWT_SECRET:
+            return None
+        return (
+            "TRACKER_WS_JWT_SECRET is unset (or the documented development secret): set it, "
+            "or TRACKER_WS_JWT_PUBLIC_KEY, before starting a worker "
+            "(TRACKER_WS_DEV_MODE=1 allows the development secret on a developer machine)"
         )
+
+
+def _check_table() -> None:
+    """Every variable maps to a field and back; caught by the unit tests and at import."""
+    names = {f.name for f in fields(Settings)} - {"jwt_algorithms"}
+    declared = [v.field for v in VARIABLES]
+    if sorted(declared) != sorted(names):
+        raise RuntimeError(f"config table and Settings differ: {set(declared) ^ names}")
+
+
+_check_table()
+
+
+def describe_variables(markdown: bool = False) -> str:
+    """Every variable with its default and meaning: `config` output and the README table."""
+    if markdown:
+        rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+        for v in VARIABLES:
+            shown = v.default_text()
+            shown = shown if shown.startswith("(") else f"`{shown}`"
+            rows.append(f"| `{v.env}` | {shown} | {v.help} |")
+        return "\n".join(rows)
+    width = max(len(v.env) for v in VARIABLES)
+    lines = []
+    for v in VARIABLES:
+        lines.append(f"{v.env:<{width}}  default {v.default_text()}")
+        lines.append(f"{'':<{width}}  {v.help}")
+    return "\n".join(lines)
+
+
+def describe_values(settings: Settings) -> str:
+    """The effective settings (secrets masked), one per line: `config --check`."""
+    lines = []
+    for v in VARIABLES:
+        value = getattr(settings, v.field)
+        if v.field in ("jwt_secret", "jwt_public_key") and value:
+            value = "(development secret)" if value == DEV_JWT_SECRET else "(set)"
+        lines.append(f"{v.env}={value if value is not None else ''}")
+    return "\n".join(lines)

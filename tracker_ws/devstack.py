@@ -788,6 +788,8 @@ class Worker(_Server):
             "TRACKER_WS_HOST": "127.0.0.1",
             "TRACKER_WS_INSTANCE_ID": self.instance_id,
             "TRACKER_WS_DATA_DIR": str(self.log_dir / "faust-data"),
+            # Development stacks (dev, tests, benchmarks) sign tokens with the documented secret.
+            "TRACKER_WS_DEV_MODE": "1",
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
