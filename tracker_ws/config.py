@@ -66,6 +66,15 @@ class Settings:
     data_dir: str = ".dev/faust"
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
+    # issue 10: web listeners (web/listeners.py)
+    internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose
+    internal_port: int = 8092
+    advertised_host: str = field(default_factory=socket.gethostname)  # Faust's web_host
+    request_timeout_s: float = 5.0  # accept -> complete request head (and body)
+    keepalive_timeout_s: float = 15.0  # idle HTTP connection between requests
+    tls_cert: str | None = None  # PEM paths; both set -> WSS/HTTPS listener on tls_port
+    tls_key: str | None = None
+    tls_port: int = 8091
 
     @property
     def uses_redis(self) -> bool:
@@ -114,4 +123,13 @@ class Settings:
             data_dir=os.environ.get("TRACKER_WS_DATA_DIR", ".dev/faust"),
             fetch_max_wait_ms=_env_int("TRACKER_WS_FETCH_MAX_WAIT_MS", 50),
             stall_after_s=_env_float("TRACKER_WS_STALL_AFTER_S", 20.0),
+            # issue 10: web listeners
+            internal_host=os.environ.get("TRACKER_WS_INTERNAL_HOST") or "127.0.0.1",
+            internal_port=_env_int("TRACKER_WS_INTERNAL_PORT", 8092),
+            advertised_host=os.environ.get("TRACKER_WS_ADVERTISED_HOST") or socket.gethostname(),
+            request_timeout_s=_env_float("TRACKER_WS_REQUEST_TIMEOUT", 5.0),
+            keepalive_timeout_s=_env_float("TRACKER_WS_KEEPALIVE_TIMEOUT", 15.0),
+            tls_cert=os.environ.get("TRACKER_WS_TLS_CERT") or None,
+            tls_key=os.environ.get("TRACKER_WS_TLS_KEY") or None,
+            tls_port=_env_int("TRACKER_WS_TLS_PORT", 8091),
         )
