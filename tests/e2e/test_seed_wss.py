@@ -80,6 +80,8 @@ async def test_python_ssl_client_gets_health_and_a_websocket_over_tls(
         async with session.get(f"https://127.0.0.1:{tls_port}/health") as resp:
             assert resp.status == 200
             assert (await resp.json())["status"] == "healthy"
+        async with session.get(f"https://127.0.0.1:{tls_port}/static/tracker-ws.js") as resp:
+            assert resp.status == 200 and "class TrackerWebSocket" in await resp.text()
         # Plain HTTP on the TLS port is not served.
         with pytest.raises(aiohttp.ClientError):
             async with session.get(f"http://127.0.0.1:{tls_port}/health") as resp:

@@ -117,6 +117,8 @@ async def test_faust_views_live_on_the_internal_listener_only(
     # Public listener: none of Faust's views (no token could help).
     assert await exposed((*FAUST_VIEWS, "/stats/", "/performance/")) == []
     assert (await _get(worker.url + "/health"))[0] == 200
+    status, script = await _get(worker.url + "/static/tracker-ws.js")  # a sendfile response
+    assert status == 200 and "class TrackerWebSocket" in script
 
     # Internal listener: the views monitoring uses, and Faust's stats.
     def stored() -> bool:

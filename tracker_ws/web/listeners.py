@@ -95,36 +95,40 @@ class HeadTimeout:
 
     aiohttp has a keep-alive timeout but no header-read timeout: a client sending half a
     request head (slowloris) holds its socket until keep-alive (3,630 s by default). The timer
-    starts when the listener accepts (before a TLS handshake); the middleware marks the
-    connection as having delivered a head, and a request body must then arrive within the
-    same time. Later requests on a kept-alive connection are bounded by the keep-alive
-    timeout, which aiohttp enforces for idle and half-received requests alike. Upgraded
-    WebSockets are untouched: their handler runs, and they have their own heartbeat."""
+    starts when the listener accepts (so it covers a TLS handshake too) and stops at the end
+    of the first head, seen in the bytes as they arrive (not when a busy loop gets round to
+    the handler) or, failing that, when the middleware sees the request. A request body must
+    then arrive within the same time. Later requests on a kept-alive connection are bounded
+    by the keep-alive timeout, which aiohttp enforces for idle and half-received requests
+    alike. Upgraded WebSockets are untouched; they have their own heartbeat."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._waiting: set[web.RequestHandler] = set()
+        self._waiting: dict[web.RequestHandler, asyncio.TimerHandle] = {}
 
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
         def make() -> asyncio.Protocol:
-            proto = server()
-            self._waiting.add(proto)
-            asyncio.get_running_loop().call_later(self.timeout, self._expire, proto)
-            return proto
+            handler = server()
+            loop = asyncio.get_running_loop()
+            self._waiting[handler] = loop.call_later(self.timeout, self._expire, handler)
+            return _HeadWatch(handler, self)
 
         return make
 
-    def _expire(self, proto: web.RequestHandler) -> None:
-        if proto in self._waiting:
-            self._waiting.discard(proto)
-            if proto.transport is not None:
-                proto.force_close()
+    def arrived(self, handler: web.RequestHandler) -> None:
+        timer = self._waiting.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, handler: web.RequestHandler) -> None:
+        if self._waiting.pop(handler, None) is not None and handler.transport is not None:
+            handler.force_close()
 
     @web.middleware
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        self._waiting.discard(request.protocol)
+        self.arrived(request.protocol)
         if request.body_exists and not request.content.is_eof():
             # read() keeps the body, so the handler's json()/text() gets it from memory.
             try:
@@ -133,6 +137,43 @@ class HeadTimeout:
             except TimeoutError:
                 raise web.HTTPRequestTimeout() from None
         return await handler(request)
+
+
+class _HeadWatch(asyncio.Protocol):
+    """aiohttp's request handler as the connection's protocol, watching for the end of the
+    first request head (an empty line) on the way in."""
+
+    def __init__(self, handler: web.RequestHandler, guard: HeadTimeout) -> None:
+        self._handler = handler
+        self._guard: HeadTimeout | None = guard
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._guard is not None:
+            seen = self._tail + data
+            if b"\r\n\r\n" in seen or b"\n\n" in seen:
+                self._guard.arrived(self._handler)
+                self._guard = None
+            else:
+                self._tail = seen[-3:]
+        self._handler.data_received(data)
+
+    def eof_received(self) -> None:
+        self._handler.eof_received()  # None: the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._guard is not None:
+            self._guard.arrived(self._handler)  # forget it
+        self._handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
 
 
 class TrackerWeb(faust_aiohttp.Web):
