@@ -12,9 +12,9 @@ the `faust.web.drivers` entry point, keeps three doors instead:
   views and its stats (`/stats/`, `/performance/`). This is Faust's `web_bind`/`web_port`, so
   the URL instances advertise to each other for key routing is where those views are.
 
-Only public aiohttp API is used: runners, `runner.server` as the protocol factory of our own
-`loop.create_server` (which also gives TLS a handshake timeout), a middleware and the
-documented `keepalive_timeout`/`logger` handler arguments.
+Only public aiohttp API is used: runners, `runner.server` (the protocol factory) behind a small
+delegating protocol in our own `loop.create_server` (which also gives TLS a handshake timeout),
+a middleware, and the documented `keepalive_timeout`/`logger` handler arguments.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from tracker_ws.domain.errors import ConfigError
 
 if TYPE_CHECKING:
     from tracker_ws.app import TrackerApp
-
-log = logging.getLogger(__name__)
 
 BACKLOG = 128  # as aiohttp's TCPSite
 
@@ -224,13 +222,14 @@ class TrackerWeb(faust_aiohttp.Web):
         self._runners = [public, internal]
         for runner in self._runners:
             await runner.setup()
-        await self._listen(guard, public, s.host, s.port, None)
+        await self._listen("public", guard, public, s.host, s.port, None)
         if app.tls_context is not None:
-            await self._listen(guard, public, s.host, s.tls_port, app.tls_context)
-        await self._listen(guard, internal, s.internal_host, s.internal_port, None)
+            await self._listen("TLS", guard, public, s.host, s.tls_port, app.tls_context)
+        await self._listen("internal", guard, internal, s.internal_host, s.internal_port, None)
 
     async def _listen(
         self,
+        name: str,
         guard: HeadTimeout,
         runner: web.AppRunner,
         host: str,
@@ -249,7 +248,7 @@ class TrackerWeb(faust_aiohttp.Web):
         )
         self._servers.append(server)
         scheme = "https" if tls is not None else "http"
-        self.log.info("listening on %s://%s:%d", scheme, host, port)
+        self.log.info("%s listener on %s://%s:%d", name, scheme, host, port)
 
     async def stop_server(self) -> None:
         for server in self._servers:
