@@ -18,7 +18,13 @@ def _raise_fd_limit() -> None:
 
 def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     _raise_fd_limit()
-    from tracker_ws.app import app
+    from tracker_ws.domain.errors import ConfigError
+
+    try:
+        from tracker_ws.app import app
+    except ConfigError as exc:  # e.g. an unreadable TLS certificate: one line, no traceback
+        print(f"tracker-ws: {exc.message}", file=sys.stderr)
+        return 2
 
     # Hand over to Faust's own CLI, as `faust -A tracker_ws.app worker` would.
     sys.argv = ["tracker_ws", "worker", "--loglevel", args.loglevel, *rest]
