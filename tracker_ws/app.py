@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, decl
 from tracker_ws.transport import Transport
 from tracker_ws.web import admin, control, health
 from tracker_ws.web.drain import drain
+from tracker_ws.web.listeners import tls_context
 from tracker_ws.web.session import ws_handler
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class TrackerApp(faust.App):
     """faust.App with the service's runtime and web routes."""
 
     rt: Runtime
+    tls_context: ssl.SSLContext | None = None  # the WSS listener's (web/listeners.py)
 
     async def on_stop(self) -> None:
         # Clients first, while this instance can still deliver to them; then Faust leaves
@@ -78,6 +81,7 @@ async def _demo_page(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: Settings | None = None) -> TrackerApp:
     settings = settings or Settings.from_env()
+    tls = tls_context(settings)  # an unreadable certificate fails here, before anything starts
     rt = Runtime.create(settings)
     datadir = (Path(settings.data_dir) / settings.instance_id).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
@@ -86,9 +90,15 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         broker=settings.kafka_broker,
         store="memory://",
         datadir=str(datadir),
-        web_port=settings.port,
-        web_bind=settings.host,
-        web_host="127.0.0.1",
+        # Our driver (web/listeners.py, registered as `tracker` in setup.cfg): public, TLS and
+        # internal listeners. Faust's own views live on the internal one, so that is the
+        # web_bind/web_port, and web_host is what the other instances route keys to.
+        web="tracker://",
+        web_port=settings.internal_port,
+        web_bind=settings.internal_host,
+        web_host=settings.advertised_host,
+        web_stats_enabled=True,
+        web_metrics_enabled=True,
         web_in_thread=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
@@ -114,6 +124,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         recovery_consistency_check=False,
     )
     app.rt = rt
+    app.tls_context = tls
     topics, tables = declare(app, settings.partitions)
     publisher = Publisher(rt.bus, rt.metrics)
     positions.install(app, rt, topics, tables, publisher, positions.table_router(rt, tables))
@@ -243,10 +254,10 @@ def _app_from_env() -> TrackerApp:
         problem = settings.auth_problem()
         if problem:
             raise ConfigError(problem)
+        return create_app(settings)  # e.g. an unreadable TLS certificate
     except ConfigError as exc:
         sys.stderr.write(f"tracker-ws: error: {exc.message}\n")
         raise SystemExit(2) from None
-    return create_app(settings)
 
 
 app = _app_from_env()

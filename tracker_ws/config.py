@@ -116,7 +116,8 @@ def _parse_bool(var: Var, raw: str) -> bool:
 
 
 def _parse_url(var: Var, raw: str) -> str:
-    if not raw.startswith(var.schemes) or len(raw) <= len(raw.split("://")[0]) + 3:
+    rest = raw.split("://", 1)[-1]
+    if not raw.startswith(var.schemes) or (not rest and raw != "memory://"):
         wanted = ", ".join(f"{s}…" for s in var.schemes)
         raise ConfigError(f"{var.env} must be {wanted}, got {_shorten(raw)}")
     return raw
@@ -150,176 +151,82 @@ _PARSERS: dict[str, Callable[[Var, str], Any]] = {
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
 
 # The one list of settings. Order is the order of `config` and the README table.
+# fmt: off
 VARIABLES: tuple[Var, ...] = (
-    Var(
-        "TRACKER_WS_KAFKA_BROKER",
-        "kafka_broker",
-        "url",
-        "kafka://127.0.0.1:9092",
-        "the Kafka broker",
-        schemes=("kafka://",),
-    ),
-    Var(
-        "TRACKER_WS_REDIS_URL",
-        "redis_url",
-        "url",
-        "memory://",
-        "Redis for cross-instance delivery, history and state; `memory://` runs one instance alone",
-        schemes=_REDIS_SCHEMES,
-    ),
-    Var("TRACKER_WS_PORT", "port", "int", 8090, "public HTTP/WebSocket port", 1, 65535),
-    Var("TRACKER_WS_HOST", "host", "str", "0.0.0.0", "address the public port binds to"),
-    Var(
-        "TRACKER_WS_INSTANCE_ID",
-        "instance_id",
-        "name",
-        None,
-        "this instance's id (Redis channels, metrics)",
-        shown_default="ws-<hostname>-<pid>",
-    ),
-    Var(
-        "TRACKER_WS_DEV_MODE",
-        "dev_mode",
-        "bool",
-        False,
-        "development mode: accept the documented development JWT secret (set by `dev` "
-        "and the test fixtures; never in production)",
-    ),
-    Var(
-        "TRACKER_WS_JWT_SECRET",
-        "jwt_secret",
-        "str",
-        DEV_JWT_SECRET,
+    Var("TRACKER_WS_KAFKA_BROKER", "kafka_broker", "url", "kafka://127.0.0.1:9092",
+        "the Kafka broker", schemes=("kafka://",)),
+    Var("TRACKER_WS_REDIS_URL", "redis_url", "url", "memory://",
+        "Redis for cross-instance delivery, history and state; `memory://` runs one instance "
+        "alone", schemes=_REDIS_SCHEMES),
+    Var("TRACKER_WS_PORT", "port", "int", 8090,
+        "public HTTP/WebSocket port", min=1, max=65535),
+    Var("TRACKER_WS_HOST", "host", "str", "0.0.0.0",
+        "address the public port binds to"),
+    Var("TRACKER_WS_INSTANCE_ID", "instance_id", "name", None,
+        "this instance's id (Redis channels, metrics)", shown_default="ws-<hostname>-<pid>"),
+    Var("TRACKER_WS_DEV_MODE", "dev_mode", "bool", False,
+        "development mode: accept the documented development JWT secret (set by `dev` and the"
+        " test fixtures; never in production)"),
+    Var("TRACKER_WS_JWT_SECRET", "jwt_secret", "str", DEV_JWT_SECRET,
         "HS256 secret; required outside development mode unless a public key is set",
-        shown_default="(unset: the development secret, dev mode only)",
-    ),
-    Var(
-        "TRACKER_WS_JWT_PUBLIC_KEY",
-        "jwt_public_key",
-        "pem",
-        None,
-        "PEM public key (text or file path): RS256/ES256 tokens instead of HS256",
-    ),
-    Var(
-        "TRACKER_WS_PARTITIONS",
-        "partitions",
-        "int",
-        12,
-        "partitions of gps-events and the co-partitioned topics",
-        1,
-        10_000,
-    ),
-    Var(
-        "TRACKER_WS_APP_ID",
-        "app_id",
-        "name",
-        "websocket-service-broadcast",
-        "Kafka consumer group and Faust app id",
-    ),
-    Var(
-        "TRACKER_WS_FLUSH_WINDOW_MS",
-        "flush_window_ms",
-        "int",
-        50,
+        shown_default="(unset: the development secret, dev mode only)"),
+    Var("TRACKER_WS_JWT_PUBLIC_KEY", "jwt_public_key", "pem", None,
+        "PEM public key (text or file path): RS256/ES256 tokens instead of HS256"),
+    Var("TRACKER_WS_PARTITIONS", "partitions", "int", 12,
+        "partitions of gps-events and the co-partitioned topics", min=1, max=10000),
+    Var("TRACKER_WS_APP_ID", "app_id", "name", "websocket-service-broadcast",
+        "Kafka consumer group and Faust app id"),
+    Var("TRACKER_WS_FLUSH_WINDOW_MS", "flush_window_ms", "int", 50,
         "positions arriving within this window are coalesced into one positionBatch",
-        0,
-        60_000,
-    ),
-    Var(
-        "TRACKER_WS_QUEUE_LIMIT",
-        "queue_limit",
-        "int",
-        1000,
-        "outbound frames per connection before positions degrade and 4009 closes",
-        1,
-    ),
-    Var(
-        "TRACKER_WS_MAX_FRAME_BYTES",
-        "max_frame_bytes",
-        "int",
-        64 * 1024,
-        "largest inbound frame accepted; larger closes 1009",
-        256,
-        16 * 1024 * 1024,
-    ),
-    Var(
-        "TRACKER_WS_RATE_PER_SECOND",
-        "rate_per_second",
-        "float",
-        10.0,
-        "inbound messages per second per connection (token bucket)",
-        0.01,
-    ),
-    Var("TRACKER_WS_RATE_BURST", "rate_burst", "int", 20, "inbound burst per connection", 1),
-    Var(
-        "TRACKER_WS_HEARTBEAT_TIMEOUT",
-        "heartbeat_timeout_s",
-        "float",
-        75.0,
-        "seconds of client silence before the connection is closed",
-        1,
-    ),
-    Var(
-        "TRACKER_WS_PING_INTERVAL",
-        "server_ping_interval_s",
-        "float",
-        30.0,
-        "seconds between server pings to a quiet client",
-        0.1,
-    ),
-    Var(
-        "TRACKER_WS_OFFLINE_AFTER",
-        "offline_after_s",
-        "float",
-        600.0,
-        "seconds without a fix before a vehicle is offline",
-        1,
-    ),
-    Var(
-        "TRACKER_WS_STATE_TTL",
-        "state_ttl_s",
-        "float",
-        300.0,
-        "seconds a disconnected client's state is kept for recovery",
-        1,
-    ),
-    Var(
-        "TRACKER_WS_DRAIN_RATE",
-        "drain_rate",
-        "float",
-        500.0,
-        "connections closed per second on shutdown",
-        1,
-    ),
-    Var(
-        "TRACKER_WS_DRAIN_TIMEOUT",
-        "drain_timeout_s",
-        "float",
-        10.0,
-        "seconds to flush queues on shutdown",
-        0,
-        3600,
-    ),
-    Var("TRACKER_WS_DATA_DIR", "data_dir", "str", ".dev/faust", "Faust's data directory"),
-    Var(
-        "TRACKER_WS_FETCH_MAX_WAIT_MS",
-        "fetch_max_wait_ms",
-        "int",
-        50,
-        "consumer fetch long-poll (`tracker_ws/transport.py`)",
-        0,
-        60_000,
-    ),
-    Var(
-        "TRACKER_WS_STALL_AFTER_S",
-        "stall_after_s",
-        "float",
-        20.0,
+        min=0, max=60000),
+    Var("TRACKER_WS_QUEUE_LIMIT", "queue_limit", "int", 1000,
+        "outbound frames per connection before positions degrade and 4009 closes", min=1),
+    Var("TRACKER_WS_MAX_FRAME_BYTES", "max_frame_bytes", "int", 64 * 1024,
+        "largest inbound frame accepted; larger closes 1009", min=256, max=16777216),
+    Var("TRACKER_WS_RATE_PER_SECOND", "rate_per_second", "float", 10.0,
+        "inbound messages per second per connection (token bucket)", min=0.01),
+    Var("TRACKER_WS_RATE_BURST", "rate_burst", "int", 20,
+        "inbound burst per connection", min=1),
+    Var("TRACKER_WS_HEARTBEAT_TIMEOUT", "heartbeat_timeout_s", "float", 75.0,
+        "seconds of client silence before the connection is closed", min=1),
+    Var("TRACKER_WS_PING_INTERVAL", "server_ping_interval_s", "float", 30.0,
+        "seconds between server pings to a quiet client", min=0.1),
+    Var("TRACKER_WS_OFFLINE_AFTER", "offline_after_s", "float", 600.0,
+        "seconds without a fix before a vehicle is offline", min=1),
+    Var("TRACKER_WS_STATE_TTL", "state_ttl_s", "float", 300.0,
+        "seconds a disconnected client's state is kept for recovery", min=1),
+    Var("TRACKER_WS_DRAIN_RATE", "drain_rate", "float", 500.0,
+        "connections closed per second on shutdown", min=1),
+    Var("TRACKER_WS_DRAIN_TIMEOUT", "drain_timeout_s", "float", 10.0,
+        "seconds to flush queues on shutdown", min=0, max=3600),
+    Var("TRACKER_WS_DATA_DIR", "data_dir", "str", ".dev/faust",
+        "Faust's data directory"),
+    Var("TRACKER_WS_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", "int", 50,
+        "consumer fetch long-poll (`tracker_ws/transport.py`)", min=0, max=60000),
+    Var("TRACKER_WS_STALL_AFTER_S", "stall_after_s", "float", 20.0,
         "seconds an input partition may hold waiting records without progress before it is "
-        "logged and listed in `/health` as `stalledPartitions`",
-        1,
-    ),
+        "logged and listed in `/health` as `stalledPartitions`", min=1),
+    Var("TRACKER_WS_INTERNAL_HOST", "internal_host", "str", "127.0.0.1",
+        "address of the internal listener (Faust's table/router views and stats)"),
+    Var("TRACKER_WS_INTERNAL_PORT", "internal_port", "int", 8092,
+        "port of the internal listener", min=1, max=65535),
+    Var("TRACKER_WS_ADVERTISED_HOST", "advertised_host", "name", None,
+        "host in the URL this instance advertises to the others (Faust's web_host)",
+        shown_default="<hostname>"),
+    Var("TRACKER_WS_REQUEST_TIMEOUT", "request_timeout_s", "float", 5.0,
+        "seconds from accepting a connection to a complete request head (and body); later "
+        "closes it", min=0.1, max=3600),
+    Var("TRACKER_WS_KEEPALIVE_TIMEOUT", "keepalive_timeout_s", "float", 15.0,
+        "seconds an idle HTTP keep-alive connection is kept open", min=0.1, max=3600),
+    Var("TRACKER_WS_TLS_CERT", "tls_cert", "str", None,
+        "PEM certificate (chain) file; with TRACKER_WS_TLS_KEY turns on the TLS (WSS) "
+        "listener"),
+    Var("TRACKER_WS_TLS_KEY", "tls_key", "str", None,
+        "PEM private key file of the certificate"),
+    Var("TRACKER_WS_TLS_PORT", "tls_port", "int", 8091,
+        "port of the TLS (WSS) listener", min=1, max=65535),
 )
+# fmt: on
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +259,15 @@ class Settings:
     data_dir: str = ".dev/faust"
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
+    # issue 10: web listeners (web/listeners.py)
+    internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose
+    internal_port: int = 8092
+    advertised_host: str = field(default_factory=socket.gethostname)  # Faust's web_host
+    request_timeout_s: float = 5.0  # accept -> complete request head (and body)
+    keepalive_timeout_s: float = 15.0  # idle HTTP connection between requests
+    tls_cert: str | None = None  # PEM paths; both set -> WSS/HTTPS listener on tls_port
+    tls_key: str | None = None
+    tls_port: int = 8091
 
     @property
     def uses_redis(self) -> bool:

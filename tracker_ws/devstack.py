@@ -768,10 +768,16 @@ class Worker(_Server):
         self.broker_url = broker_url
         self.redis_url = redis_url
         self.extra_env = dict(env or {})
+        # Faust's views and stats listen apart (web/listeners.py): a free port of their own.
+        self.internal_port = int(self.extra_env.get("TRACKER_WS_INTERNAL_PORT") or free_port())
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def internal_url(self) -> str:
+        return f"http://127.0.0.1:{self.internal_port}"
 
     @property
     def ws_url(self) -> str:
@@ -790,6 +796,7 @@ class Worker(_Server):
             "TRACKER_WS_DATA_DIR": str(self.log_dir / "faust-data"),
             # Development stacks (dev, tests, benchmarks) sign tokens with the documented secret.
             "TRACKER_WS_DEV_MODE": "1",
+            "TRACKER_WS_INTERNAL_PORT": str(self.internal_port),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +35,9 @@ class WsClient:
         query: str = "",
         headers: dict[str, str] | None = None,
         protocols: tuple[str, ...] = (),
+        ssl: ssl_.SSLContext | None = None,
     ) -> WsClient:
-        session = aiohttp.ClientSession()
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl) if ssl else None)
         url = base_ws_url + ("?token=" + token if token else "?")
         if query:
             url += "&" + query

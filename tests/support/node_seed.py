@@ -70,11 +70,13 @@ class NodeSeedClient:
         subscriptions: list[dict[str, Any]] | None = None,
         duration_ms: int = 60_000,
         stop_on_stdin_end: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Self:
         """Start the driver against `ws_url` (ws[s]://host:port/ws).
 
         Without `subscriptions` it subscribes to `vehicles` (byIds of `vehicle_ids`, or all).
         `duration_ms` is a safety cap: the tests end it with `stop()` (closing stdin).
+        `env` adds variables (NODE_EXTRA_CA_CERTS for wss:// with a test CA).
         """
         assert NODE is not None, _MISSING
         config: dict[str, Any] = {
@@ -90,7 +92,7 @@ class NodeSeedClient:
             NODE,
             str(SCRIPT),
             json.dumps(config),
-            env={**os.environ, "TRACKER_WS_URL": ws_url},
+            env={**os.environ, **(env or {}), "TRACKER_WS_URL": ws_url},
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

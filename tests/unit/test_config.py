@@ -64,6 +64,7 @@ def test_values_are_parsed_and_unset_or_empty_means_default() -> None:
             "TRACKER_WS_QUEUE_LIMIT": "",
         }
     )
+    assert Settings.from_env({"TRACKER_WS_REDIS_URL": "memory://"}).redis_url == "memory://"
     assert (s.port, s.rate_per_second, s.dev_mode, s.queue_limit) == (9000, 2.5, True, 1000)
     assert s.uses_redis
     assert Settings.from_env({}).port == 8090
