@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from tracker_ws.auth import LEEWAY_S, extract_token
 from tracker_ws.bus.base import ConnectionEntry
-from tracker_ws.domain import envelope
+from tracker_ws.domain import envelope, validate
 from tracker_ws.domain.batching import Outbox
 from tracker_ws.domain.errors import (
     AuthError,
@@ -530,11 +530,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     raw_last = request.query.get("lastEventId")
     if raw_last:
         try:
-            last_event_id = max(0, int(raw_last))
-        except ValueError:
-            return web.json_response(
-                {"code": "INVALID_MESSAGE", "message": "lastEventId must be an integer"}, status=400
-            )
+            last_event_id = validate.last_event_id(raw_last)
+        except InvalidMessage as exc:
+            metrics.error(exc.code)
+            return web.json_response({"code": exc.code, "message": exc.message}, status=400)
     platform = request.query.get("platform") or user.platform
     info = ConnectionInfo(
         user_agent=request.headers.get("User-Agent", "")[:200],
