@@ -1,11 +1,13 @@
-"""Small validators (tracker_ws/domain/validate.py): `?lastEventId=` ."""
+"""Small validators (tracker_ws/domain/validate.py): `?lastEventId=` and one-of choices."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from tracker_ws.domain.errors import InvalidMessage
-from tracker_ws.domain.validate import MAX_EVENT_ID, last_event_id
+from tracker_ws.domain.validate import MAX_EVENT_ID, choice, last_event_id
 
 
 @pytest.mark.parametrize(
@@ -47,3 +49,13 @@ def test_last_event_id_refuses_anything_else(raw: str) -> None:
         last_event_id(raw)
     assert info.value.code == "INVALID_MESSAGE"
     assert len(info.value.message) < 200
+
+
+def test_choice_returns_a_listed_string() -> None:
+    assert choice("warning", "level", InvalidMessage, ("info", "warning")) == "warning"
+
+
+@pytest.mark.parametrize("value", [["info"], {"info": 1}, None, True, 1, "INFO", "", b"info"])
+def test_choice_refuses_other_values_and_unhashable_ones(value: Any) -> None:
+    with pytest.raises(InvalidMessage, match="level must be one of info, warning"):
+        choice(value, "level", InvalidMessage, iter(("info", "warning")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 
 from tracker_ws.domain.errors import InvalidMessage, TrackerError
 
@@ -42,6 +43,15 @@ def integer(value: object, field: str, error: type[TrackerError], lo: int, hi: i
     if value < lo or value > hi:
         raise error(f"{field} must be between {lo} and {hi}, got {value!r:.60}")
     return value
+
+
+def choice(value: object, field: str, error: type[TrackerError], choices: Iterable[str]) -> str:
+    """`value` if it is one of the strings `choices`; a list or dict (unhashable) is refused
+    like any other wrong value, never a TypeError."""
+    allowed = tuple(choices)
+    if type(value) is str and value in allowed:
+        return value
+    raise error(f"{field} must be one of {', '.join(allowed)}, got {value!r:.60}")
 
 
 # Event ids are assigned by Redis INCR (signed 64-bit) and history is read from id + 1, so the
