@@ -544,7 +544,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=(subprotocol,) if subprotocol else (),
         autoping=False,
-        max_msg_size=rt.settings.max_frame_bytes,
+        # aiohttp refuses a message of max_msg_size bytes or more; the limit is the largest
+        # size we accept.
+        max_msg_size=rt.settings.max_frame_bytes + 1,
         compress=False,
     )
     await ws.prepare(request)
