@@ -78,6 +78,9 @@ CLOSE_KICKED = 4010
 CLOSE_TIMEOUT_S = 5.0
 
 PLATFORMS = frozenset({"web", "mobile", "desktop"})
+# Every frame a client sends costs a token: text, binary (answered UNSUPPORTED_FRAME) and
+# protocol pings and pongs alike, or a flood of the cheap kinds would bypass the limit.
+_DATA_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG})
 
 
 class Session:
@@ -365,6 +368,8 @@ class Session:
             finally:
                 self._in_receive = False
             self.last_seen = time.monotonic()
+            if msg.type in _DATA_FRAMES and not self._admit():
+                continue
             if msg.type is WSMsgType.TEXT:
                 await self.handle_text(msg.data)
             elif msg.type is WSMsgType.BINARY:
@@ -382,19 +387,26 @@ class Session:
                 break
 
     # ------------------------------------------------------------ inbound protocol
-    async def handle_text(self, data: str | bytes) -> None:
+    def _admit(self) -> bool:
+        """One inbound frame against the token bucket: False when it is refused (answered
+        RATE_LIMITED, or the connection closed 1008 once the refusals add up to abuse)."""
         rt = self.rt
         rt.hub.inbound.add()
-        retry = self.bucket.try_take(time.monotonic())
-        if retry > 0:
-            rt.metrics.messages_received.labels(rt.metrics.instance, "rate_limited").inc()
-            if self.abuse.record_rejection(time.monotonic()):
-                rt.metrics.error("ABUSE")
-                self.close_soon(CLOSE_POLICY, "too many messages")
-                return
-            limited = RateLimited(f"too many messages; retry in {retry:.2f} s", retry)
-            self.error(limited, retryAfter=round(retry, 3))
-            return
+        now = time.monotonic()
+        retry = self.bucket.try_take(now)
+        if retry <= 0:
+            return True
+        rt.metrics.messages_received.labels(rt.metrics.instance, "rate_limited").inc()
+        if self.abuse.record_rejection(now):
+            rt.metrics.error("ABUSE")
+            self.close_soon(CLOSE_POLICY, "too many messages")
+            return False
+        limited = RateLimited(f"too many messages; retry in {retry:.2f} s", retry)
+        self.error(limited, retryAfter=round(retry, 3))
+        return False
+
+    async def handle_text(self, data: str | bytes) -> None:
+        rt = self.rt
         started = time.perf_counter()
         try:
             message = parse_client_message(data)
