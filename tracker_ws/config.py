@@ -66,6 +66,8 @@ class Settings:
     data_dir: str = ".dev/faust"
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
+    # issue 10: subscription cap
+    max_subscriptions: int = 1000  # routing keys per connection (byIds counts each id)
 
     @property
     def uses_redis(self) -> bool:
@@ -114,4 +116,6 @@ class Settings:
             data_dir=os.environ.get("TRACKER_WS_DATA_DIR", ".dev/faust"),
             fetch_max_wait_ms=_env_int("TRACKER_WS_FETCH_MAX_WAIT_MS", 50),
             stall_after_s=_env_float("TRACKER_WS_STALL_AFTER_S", 20.0),
+            # issue 10: subscription cap
+            max_subscriptions=_env_int("TRACKER_WS_MAX_SUBSCRIPTIONS", 1000),
         )

@@ -26,6 +26,7 @@ from tracker_ws.domain.errors import (
     InvalidMessage,
     RateLimited,
     SubscriptionDenied,
+    SubscriptionLimit,
     SubscriptionRevoked,
     TrackerError,
     UnsupportedFrame,
@@ -245,10 +246,20 @@ class Session:
         self.rt.writeback.save_state(self.state_key, state_document(self))
 
     def restore(self, sub: Subscription) -> list[str]:
-        """Re-subscribe a saved subscription with today's permissions; returns what was lost."""
+        """Re-subscribe a saved subscription with today's permissions and today's cap; returns
+        what was lost (a part over the cap is lost whole, named by its ids)."""
         allowed, _count, denied = self.authorize(sub)
         if allowed is not None:
-            self.rt.hub.subscribe(self, self.subs.add(Subscription(sub.type, allowed)))
+            try:
+                keys = self.subs.add(
+                    Subscription(sub.type, allowed), self.rt.settings.max_subscriptions
+                )
+            except SubscriptionLimit:
+                return [
+                    *denied,
+                    *(sorted(allowed.ids) if allowed.ids else [allowed.target or sub.type.value]),
+                ]
+            self.rt.hub.subscribe(self, keys)
         return list(denied)
 
     def close_soon(self, code: int, reason: str) -> None:
@@ -456,7 +467,11 @@ class Session:
             )
         if allowed is None:
             return
-        keys = self.subs.add(Subscription(stype, allowed))
+        try:
+            keys = self.subs.add(Subscription(stype, allowed), self.rt.settings.max_subscriptions)
+        except SubscriptionLimit as exc:
+            self.error(exc, limit=exc.limit, subscriptionType=stype.value)
+            return
         self.rt.hub.subscribe(self, keys)
         self.push(encode_subscribed(stype, count))
         if keys:
