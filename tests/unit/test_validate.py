@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tracker_ws.domain.errors import InvalidMessage
-from tracker_ws.domain.validate import MAX_EVENT_ID, choice, last_event_id
+from tracker_ws.domain.validate import MAX_STREAM_EVENT_ID, choice, last_event_id
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,7 @@ from tracker_ws.domain.validate import MAX_EVENT_ID, choice, last_event_id
 )
 def test_last_event_id_accepts_plain_digits_up_to_2_63_minus_1(raw: str, expected: int) -> None:
     assert last_event_id(raw) == expected
-    assert MAX_EVENT_ID == 2**63 - 1
+    assert MAX_STREAM_EVENT_ID == 2**63 - 1
 
 
 @pytest.mark.parametrize(

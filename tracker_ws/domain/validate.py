@@ -56,17 +56,17 @@ def choice(value: object, field: str, error: type[TrackerError], choices: Iterab
 
 # Event ids are assigned by Redis INCR (signed 64-bit) and history is read from id + 1, so the
 # largest id a client can hold is 2**63 - 1 (and id + 1 still fits a Redis stream id).
-MAX_EVENT_ID = 2**63 - 1
+MAX_STREAM_EVENT_ID = 2**63 - 1
 _DIGITS_RE = re.compile(r"[0-9]{1,19}", re.ASCII)
 
 
 def last_event_id(raw: str) -> int:
-    """The `?lastEventId=` of a reconnect: plain ASCII digits, at most MAX_EVENT_ID.
+    """The `?lastEventId=` of a reconnect: plain ASCII digits, at most MAX_STREAM_EVENT_ID.
 
     `int()` alone would also take a sign, surrounding whitespace, `_` separators and non-ASCII
     digits, and any length (a 2**64 id broke the upgrade after the 101)."""
-    if not _DIGITS_RE.fullmatch(raw) or int(raw) > MAX_EVENT_ID:
+    if not _DIGITS_RE.fullmatch(raw) or int(raw) > MAX_STREAM_EVENT_ID:
         raise InvalidMessage(
-            f"lastEventId must be an integer between 0 and {MAX_EVENT_ID}, got {raw!r:.40}"
+            f"lastEventId must be an integer between 0 and {MAX_STREAM_EVENT_ID}, got {raw!r:.40}"
         )
     return int(raw)
