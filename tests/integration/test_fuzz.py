@@ -172,7 +172,8 @@ async def _fuzz(
     print(f"\nFUZZ_SEED={seed} ({frames} frames over {connections} connections)")
     pid = worker.process.pid
     log_start = worker.log_path.stat().st_size
-    # A well-behaved client first: warms up what every worker loads on its first connections.
+    rss_before = rss_kb(pid)
+    # A well-behaved client, connected all along.
     company = await registered_company(fleet, worker, 1)
     vid = company.vehicles[0]
     good = await WsClient.connect(worker.ws_url, company.token())
@@ -182,7 +183,6 @@ async def _fuzz(
         )
         await fleet.send_fix(vid, lat=50.0)
         await wait_position(good, vid, at_lat(50.0), timeout=30)
-        rss_before = rss_kb(pid)
 
         fuzzer = FrameFuzzer(seed, MAX_FRAME)
         drivers = [
