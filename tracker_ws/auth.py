@@ -348,7 +348,12 @@ def _short(value: object) -> str:
 
 def _is_number(value: object) -> bool:
     # bool is an int subclass; `true` is not a timestamp.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a JSON integer beyond any float (1 and 400 zeros): not a time
+        return False
 
 
 def _uuid(value: object, claim: str) -> str:

@@ -183,6 +183,9 @@ VARIABLES: tuple[Var, ...] = (
         "outbound frames per connection before positions degrade and 4009 closes", min=1),
     Var("TRACKER_WS_MAX_FRAME_BYTES", "max_frame_bytes", "int", 64 * 1024,
         "largest inbound frame accepted; larger closes 1009", min=256, max=16777216),
+    Var("TRACKER_WS_MAX_SUBSCRIPTIONS", "max_subscriptions", "int", 1000,
+        "routing keys one connection may subscribe (byIds counts each id); more is refused "
+        "with SUBSCRIPTION_LIMIT", min=1, max=1_000_000),
     Var("TRACKER_WS_RATE_PER_SECOND", "rate_per_second", "float", 10.0,
         "inbound messages per second per connection (token bucket)", min=0.01),
     Var("TRACKER_WS_RATE_BURST", "rate_burst", "int", 20,
@@ -268,6 +271,8 @@ class Settings:
     tls_cert: str | None = None  # PEM paths; both set -> WSS/HTTPS listener on tls_port
     tls_key: str | None = None
     tls_port: int = 8091
+    # issue 10: subscription cap
+    max_subscriptions: int = 1000  # routing keys per connection (byIds counts each id)
 
     @property
     def uses_redis(self) -> bool:

@@ -370,3 +370,42 @@ class SeedLikeClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+# --------------------------------------------------------------------------------------------
+# A WebSocket upgrade request read as plain HTTP (refusals before the upgrade)
+
+
+async def upgrade_response(
+    base_url: str, target: str, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, Msg | None]:
+    """(status, JSON body or None) of `GET target` with WebSocket upgrade headers, on a raw
+    socket: `target` goes on the request line byte for byte (no client-side URL quoting), and
+    a 101 is reported as such instead of being taken over by a WebSocket client."""
+    host, port = base_url.removeprefix("http://").split(":")
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        async with asyncio.timeout(timeout):
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            status = int(head.split(" ", 2)[1])
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            raw = await reader.readexactly(length) if status != 101 and length else b""
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    return status, (orjson.loads(raw) if raw else None)

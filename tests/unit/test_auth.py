@@ -147,6 +147,17 @@ def test_non_numeric_exp_rejected(hs: TokenVerifier, exp: Any) -> None:
         hs.verify(_hs256(_claims(exp=exp)), now=NOW)
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("inf"), float("-inf")])
+def test_time_claim_beyond_any_float_rejected(hs: TokenVerifier, claim: str, value: Any) -> None:
+    """JSON `1` and 400 zeros is a valid int no float holds (math.isfinite raised
+    OverflowError: a 500); `1e400` parses to inf. Both are refused as AuthError."""
+    token = _hand_signed({"alg": "HS256", "typ": "JWT"}, _claims(**{claim: value}), SECRET.encode())
+    with pytest.raises(AuthError, match=claim) as info:
+        hs.verify(token, now=NOW)
+    assert not isinstance(info.value, TokenExpired)
+
+
 def test_nbf_in_the_future_rejected(hs: TokenVerifier) -> None:
     with pytest.raises(AuthError, match="not valid yet"):
         hs.verify(_hs256(_claims(nbf=int(NOW) + 60)), now=NOW)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from tracker_ws.domain.errors import SubscriptionLimit
 from tracker_ws.domain.models import (
     ALL,
     FilterKind,
@@ -394,3 +395,69 @@ def test_randomized_against_model(seed: int) -> None:
                 copy.add(sub)
             assert copy.keys() == s.keys(), step
             assert copy.counts() == s.counts(), step
+
+
+# ------------------------------------------------------------------------------ the cap (issue 10)
+
+
+def test_size_equals_the_number_of_routing_keys() -> None:
+    s = new_set()
+    s.add(Subscription(T.VEHICLES, ids(V1, V2)))
+    s.add(Subscription(T.GEO_EVENTS, ALL))
+    s.add(Subscription(T.NOTIFICATIONS, ALL))
+    s.add(Subscription(T.VEHICLES, zone(Z1)))
+    s.add(Subscription(T.MAINTENANCE, group(G1)))
+    assert s.size() == len(s.keys()) == 6
+
+
+def test_cap_refuses_a_subscription_that_would_pass_it_and_changes_nothing() -> None:
+    s = new_set()
+    s.add(Subscription(T.VEHICLES, ids(V1, V2)), limit=3)
+    with pytest.raises(SubscriptionLimit) as info:
+        s.add(Subscription(T.GEO_EVENTS, ids(V1, V2)), limit=3)
+    assert info.value.code == "SUBSCRIPTION_LIMIT"
+    assert info.value.limit == 3 and "3" in info.value.message
+    assert s.size() == 2 and not s.has(T.GEO_EVENTS)
+    # Exactly up to the cap is fine; past it nothing more, whatever the filter kind.
+    assert s.add(Subscription(T.GEO_EVENTS, ALL), limit=3) == {f"geoEvents/company:{COMPANY}"}
+    for sub in (
+        Subscription(T.VEHICLES, zone(Z1)),
+        Subscription(T.VEHICLES, group(G1)),
+        Subscription(T.NOTIFICATIONS, ALL),
+        Subscription(T.VEHICLES, ids(V3)),
+    ):
+        with pytest.raises(SubscriptionLimit):
+            s.add(sub, limit=3)
+    assert s.size() == 3
+
+
+def test_cap_counts_only_what_is_new() -> None:
+    s = new_set()
+    s.add(Subscription(T.VEHICLES, ids(V1, V2)), limit=3)
+    # Repeats add nothing, so they pass at the cap; a byIds overlapping counts its new ids.
+    s.add(Subscription(T.VEHICLES, ids(V1, V3)), limit=3)
+    s.add(Subscription(T.VEHICLES, ids(V1, V2, V3)), limit=3)
+    s.add(Subscription(T.VEHICLES, ids(V2)), limit=3)
+    assert s.size() == 3
+    s.remove(T.VEHICLES, ids(V3))
+    s.add(Subscription(T.VEHICLES, zone(Z1)), limit=3)
+    s.add(Subscription(T.VEHICLES, zone(Z1)), limit=3)
+    assert s.size() == 3
+
+
+def test_unknown_geozones_count_against_the_cap() -> None:
+    s = new_set()
+    zones = [f"77777777-0000-4000-8000-{i:012d}" for i in range(1000)]
+    for z in zones:
+        s.add(Subscription(T.VEHICLES, zone(z)), limit=1000)
+    with pytest.raises(SubscriptionLimit):
+        s.add(Subscription(T.GEO_EVENTS, zone(zones[0])), limit=1000)
+    assert len(s.keys()) == 1000
+
+
+def test_no_limit_means_no_cap() -> None:
+    s = new_set()
+    s.add(
+        Subscription(T.VEHICLES, ids(*(f"11111111-1111-4111-8111-{i:012d}" for i in range(1500))))
+    )
+    assert s.size() == 1500

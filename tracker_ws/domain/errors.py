@@ -47,6 +47,17 @@ class SubscriptionDenied(TrackerError):
         self.denied = denied
 
 
+class SubscriptionLimit(TrackerError):
+    """A subscribe that would take the connection past its cap of routing keys."""
+
+    code = "SUBSCRIPTION_LIMIT"
+    http_status = 429
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class SubscriptionRevoked(TrackerError):
     code = "SUBSCRIPTION_REVOKED"
     http_status = 403

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tracker_ws.domain.errors import SubscriptionLimit
 from tracker_ws.domain.models import FilterKind, Subscription, SubscriptionFilter, SubscriptionType
 
 _SCOPE = {
@@ -86,8 +87,21 @@ class SubscriptionSet:
             return {routing_key(stype, "vehicle", i) for i in flt.ids}
         return {routing_key(stype, _SCOPE[flt.kind], flt.target or "")}
 
-    def add(self, sub: Subscription) -> set[str]:
-        """Add a subscription; returns the keys this connection did not have before."""
+    def add(self, sub: Subscription, limit: int | None = None) -> set[str]:
+        """Add a subscription; returns the keys this connection did not have before.
+
+        With `limit`, a subscription that would take the connection past `limit` routing keys
+        is refused whole (SubscriptionLimit) and nothing changes: every key is an entry in the
+        cluster-wide interest table, so one connection must not be able to add them unbounded
+        (unknown geozone ids included)."""
+        if limit is not None:
+            have, adding = self.size(), self._adds(sub)
+            if adding and have + adding > limit:
+                raise SubscriptionLimit(
+                    f"subscription limit reached: at most {limit} per connection "
+                    f"(byIds counts each id); this one adds {adding} to {have}",
+                    limit,
+                )
         before = self.keys()
         ts = self._subs.setdefault(sub.type, _TypeSubs())
         flt = sub.filter
@@ -100,6 +114,23 @@ class SubscriptionSet:
         else:
             ts.zones.add(flt.target or "")
         return self.keys() - before
+
+    def _adds(self, sub: Subscription) -> int:
+        """How many entries (= routing keys) `sub` would add."""
+        ts = self._subs.get(sub.type) or _TypeSubs()
+        flt = sub.filter
+        if flt.kind is FilterKind.ALL:
+            return 0 if ts.all else 1
+        if flt.kind is FilterKind.BY_IDS:
+            return len(flt.ids - ts.ids)
+        present = ts.groups if flt.kind is FilterKind.BY_GROUP else ts.zones
+        return 0 if (flt.target or "") in present else 1
+
+    def size(self) -> int:
+        """Subscription entries over all types; equal to len(keys()), without building them."""
+        return sum(
+            int(ts.all) + len(ts.ids) + len(ts.groups) + len(ts.zones) for ts in self._subs.values()
+        )
 
     def remove(self, stype: SubscriptionType, flt: SubscriptionFilter | None) -> set[str]:
         """Remove exactly `flt` (or the whole type when None); returns the keys dropped."""

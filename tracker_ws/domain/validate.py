@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 
-from tracker_ws.domain.errors import TrackerError
+from tracker_ws.domain.errors import InvalidMessage, TrackerError
 
 # Only the canonical 8-4-4-4-12 form (any case). `uuid.UUID()` would also accept braces,
 # `urn:uuid:` prefixes, misplaced hyphens and surrounding whitespace, none of which a client
@@ -42,3 +43,30 @@ def integer(value: object, field: str, error: type[TrackerError], lo: int, hi: i
     if value < lo or value > hi:
         raise error(f"{field} must be between {lo} and {hi}, got {value!r:.60}")
     return value
+
+
+def choice(value: object, field: str, error: type[TrackerError], choices: Iterable[str]) -> str:
+    """`value` if it is one of the strings `choices`; a list or dict (unhashable) is refused
+    like any other wrong value, never a TypeError."""
+    allowed = tuple(choices)
+    if type(value) is str and value in allowed:
+        return value
+    raise error(f"{field} must be one of {', '.join(allowed)}, got {value!r:.60}")
+
+
+# Event ids are assigned by Redis INCR (signed 64-bit) and history is read from id + 1, so the
+# largest id a client can hold is 2**63 - 1 (and id + 1 still fits a Redis stream id).
+MAX_STREAM_EVENT_ID = 2**63 - 1
+_DIGITS_RE = re.compile(r"[0-9]{1,19}", re.ASCII)
+
+
+def last_event_id(raw: str) -> int:
+    """The `?lastEventId=` of a reconnect: plain ASCII digits, at most MAX_STREAM_EVENT_ID.
+
+    `int()` alone would also take a sign, surrounding whitespace, `_` separators and non-ASCII
+    digits, and any length (a 2**64 id broke the upgrade after the 101)."""
+    if not _DIGITS_RE.fullmatch(raw) or int(raw) > MAX_STREAM_EVENT_ID:
+        raise InvalidMessage(
+            f"lastEventId must be an integer between 0 and {MAX_STREAM_EVENT_ID}, got {raw!r:.40}"
+        )
+    return int(raw)

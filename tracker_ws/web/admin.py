@@ -27,7 +27,7 @@ from tracker_ws.domain.errors import (
 )
 from tracker_ws.domain.models import AlertLevel, UserContext
 from tracker_ws.domain.protocol import iso_from_ms
-from tracker_ws.domain.validate import uuid_str
+from tracker_ws.domain.validate import choice, uuid_str
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
@@ -159,9 +159,9 @@ def parse_broadcast(body: bytes) -> tuple[str, str, list[str] | None]:
     unknown = set(data) - {"level", "message", "targetCompanyIds"}
     if unknown:
         raise InvalidMessage(f"unknown field(s): {', '.join(sorted(unknown))}")
-    level = data.get("level", "info")
-    if level not in {lv.value for lv in AlertLevel}:
-        raise InvalidMessage("level must be one of info, warning, critical")
+    level = choice(
+        data.get("level", "info"), "level", InvalidMessage, (lv.value for lv in AlertLevel)
+    )
     message = data.get("message")
     if not isinstance(message, str) or not message.strip() or len(message) > MAX_ALERT_CHARS:
         raise InvalidMessage(f"message must be a non-empty string of at most {MAX_ALERT_CHARS}")

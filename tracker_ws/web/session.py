@@ -19,13 +19,14 @@ from aiohttp import WSMsgType, web
 
 from tracker_ws.auth import LEEWAY_S, extract_token
 from tracker_ws.bus.base import ConnectionEntry
-from tracker_ws.domain import envelope
+from tracker_ws.domain import envelope, validate
 from tracker_ws.domain.batching import Outbox
 from tracker_ws.domain.errors import (
     AuthError,
     InvalidMessage,
     RateLimited,
     SubscriptionDenied,
+    SubscriptionLimit,
     SubscriptionRevoked,
     TrackerError,
     UnsupportedFrame,
@@ -78,6 +79,9 @@ CLOSE_KICKED = 4010
 CLOSE_TIMEOUT_S = 5.0
 
 PLATFORMS = frozenset({"web", "mobile", "desktop"})
+# Every frame a client sends costs a token: text, binary (answered UNSUPPORTED_FRAME) and
+# protocol pings and pongs alike, or a flood of the cheap kinds would bypass the limit.
+_DATA_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG})
 
 
 class Session:
@@ -242,10 +246,20 @@ class Session:
         self.rt.writeback.save_state(self.state_key, state_document(self))
 
     def restore(self, sub: Subscription) -> list[str]:
-        """Re-subscribe a saved subscription with today's permissions; returns what was lost."""
+        """Re-subscribe a saved subscription with today's permissions and today's cap; returns
+        what was lost (a part over the cap is lost whole, named by its ids)."""
         allowed, _count, denied = self.authorize(sub)
         if allowed is not None:
-            self.rt.hub.subscribe(self, self.subs.add(Subscription(sub.type, allowed)))
+            try:
+                keys = self.subs.add(
+                    Subscription(sub.type, allowed), self.rt.settings.max_subscriptions
+                )
+            except SubscriptionLimit:
+                return [
+                    *denied,
+                    *(sorted(allowed.ids) if allowed.ids else [allowed.target or sub.type.value]),
+                ]
+            self.rt.hub.subscribe(self, keys)
         return list(denied)
 
     def close_soon(self, code: int, reason: str) -> None:
@@ -365,6 +379,8 @@ class Session:
             finally:
                 self._in_receive = False
             self.last_seen = time.monotonic()
+            if msg.type in _DATA_FRAMES and not self._admit():
+                continue
             if msg.type is WSMsgType.TEXT:
                 await self.handle_text(msg.data)
             elif msg.type is WSMsgType.BINARY:
@@ -382,19 +398,26 @@ class Session:
                 break
 
     # ------------------------------------------------------------ inbound protocol
-    async def handle_text(self, data: str | bytes) -> None:
+    def _admit(self) -> bool:
+        """One inbound frame against the token bucket: False when it is refused (answered
+        RATE_LIMITED, or the connection closed 1008 once the refusals add up to abuse)."""
         rt = self.rt
         rt.hub.inbound.add()
-        retry = self.bucket.try_take(time.monotonic())
-        if retry > 0:
-            rt.metrics.messages_received.labels(rt.metrics.instance, "rate_limited").inc()
-            if self.abuse.record_rejection(time.monotonic()):
-                rt.metrics.error("ABUSE")
-                self.close_soon(CLOSE_POLICY, "too many messages")
-                return
-            limited = RateLimited(f"too many messages; retry in {retry:.2f} s", retry)
-            self.error(limited, retryAfter=round(retry, 3))
-            return
+        now = time.monotonic()
+        retry = self.bucket.try_take(now)
+        if retry <= 0:
+            return True
+        rt.metrics.messages_received.labels(rt.metrics.instance, "rate_limited").inc()
+        if self.abuse.record_rejection(now):
+            rt.metrics.error("ABUSE")
+            self.close_soon(CLOSE_POLICY, "too many messages")
+            return False
+        limited = RateLimited(f"too many messages; retry in {retry:.2f} s", retry)
+        self.error(limited, retryAfter=round(retry, 3))
+        return False
+
+    async def handle_text(self, data: str | bytes) -> None:
+        rt = self.rt
         started = time.perf_counter()
         try:
             message = parse_client_message(data)
@@ -444,7 +467,11 @@ class Session:
             )
         if allowed is None:
             return
-        keys = self.subs.add(Subscription(stype, allowed))
+        try:
+            keys = self.subs.add(Subscription(stype, allowed), self.rt.settings.max_subscriptions)
+        except SubscriptionLimit as exc:
+            self.error(exc, limit=exc.limit, subscriptionType=stype.value)
+            return
         self.rt.hub.subscribe(self, keys)
         self.push(encode_subscribed(stype, count))
         if keys:
@@ -530,11 +557,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     raw_last = request.query.get("lastEventId")
     if raw_last:
         try:
-            last_event_id = max(0, int(raw_last))
-        except ValueError:
-            return web.json_response(
-                {"code": "INVALID_MESSAGE", "message": "lastEventId must be an integer"}, status=400
-            )
+            last_event_id = validate.last_event_id(raw_last)
+        except InvalidMessage as exc:
+            metrics.error(exc.code)
+            return web.json_response({"code": exc.code, "message": exc.message}, status=400)
     platform = request.query.get("platform") or user.platform
     info = ConnectionInfo(
         user_agent=request.headers.get("User-Agent", "")[:200],
@@ -545,7 +571,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=(subprotocol,) if subprotocol else (),
         autoping=False,
-        max_msg_size=rt.settings.max_frame_bytes,
+        # aiohttp refuses a message of max_msg_size bytes or more; the limit is the largest
+        # size we accept.
+        max_msg_size=rt.settings.max_frame_bytes + 1,
         compress=False,
     )
     await ws.prepare(request)

@@ -1,0 +1,61 @@
+"""Small validators (tracker_ws/domain/validate.py): `?lastEventId=` and one-of choices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tracker_ws.domain.errors import InvalidMessage
+from tracker_ws.domain.validate import MAX_STREAM_EVENT_ID, choice, last_event_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("0", 0), ("1", 1), ("007", 7), ("123456", 123456), (str(2**63 - 1), 2**63 - 1)],
+)
+def test_last_event_id_accepts_plain_digits_up_to_2_63_minus_1(raw: str, expected: int) -> None:
+    assert last_event_id(raw) == expected
+    assert MAX_STREAM_EVENT_ID == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "-1",
+        "-0",
+        "+5",
+        " 5",
+        "5 ",
+        "\t5",
+        "5\n",
+        "1_000",
+        "0x10",
+        "1e3",
+        "5.0",
+        "abc",
+        "١٢٣",  # Arabic-Indic digits, which int() takes
+        "５",  # fullwidth digit
+        str(2**63),
+        str(2**64 - 1),
+        str(2**64),
+        "0" * 20,  # longer than any id, even if its value is small
+        "9" * 5000,  # past int()'s digit limit: refused before int() sees it
+    ],
+)
+def test_last_event_id_refuses_anything_else(raw: str) -> None:
+    with pytest.raises(InvalidMessage, match="lastEventId") as info:
+        last_event_id(raw)
+    assert info.value.code == "INVALID_MESSAGE"
+    assert len(info.value.message) < 200
+
+
+def test_choice_returns_a_listed_string() -> None:
+    assert choice("warning", "level", InvalidMessage, ("info", "warning")) == "warning"
+
+
+@pytest.mark.parametrize("value", [["info"], {"info": 1}, None, True, 1, "INFO", "", b"info"])
+def test_choice_refuses_other_values_and_unhashable_ones(value: Any) -> None:
+    with pytest.raises(InvalidMessage, match="level must be one of info, warning"):
+        choice(value, "level", InvalidMessage, iter(("info", "warning")))
