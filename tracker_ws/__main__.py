@@ -18,6 +18,17 @@ def _raise_fd_limit() -> None:
 
 def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     _raise_fd_limit()
+    from tracker_ws import devstack
+    from tracker_ws.config import Settings
+    from tracker_ws.domain.errors import PortInUse
+
+    settings = Settings.from_env()
+    # One line and a non-zero exit, not Faust's traceback once the broker is joined.
+    try:
+        devstack.ensure_port_free(settings.port, settings.host)
+    except PortInUse as exc:
+        print(f"tracker-ws worker: {exc.message}", file=sys.stderr)
+        return 1
     from tracker_ws.app import app
 
     # Hand over to Faust's own CLI, as `faust -A tracker_ws.app worker` would.
