@@ -873,7 +873,8 @@ class Worker(_Server):
     def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
         # Healthy, and ours: another instance answering on the port must not count.
         got = health_status(self.url, timeout=min(timeout, 1.0))
-        return got is not None and got[0] == 200 and got[1].get("instanceId") == self.instance_id
+        ours = self._env()["TRACKER_WS_INSTANCE_ID"]  # as the child got it (extra env included)
+        return got is not None and got[0] == 200 and got[1].get("instanceId") == ours
 
     def health(self) -> dict[str, Any]:
         got = health_status(self.url)
