@@ -153,9 +153,8 @@ def test_child_started_from_a_short_lived_thread_outlives_that_thread(tmp_path: 
     # join() returns a moment before the OS thread is gone: wait for the kernel's view.
     task = Path(f"/proc/self/task/{tids[0]}")
     devstack.wait_for(lambda: not task.exists(), 5, what="the starting thread to exit")
-    with started[0] as proc:
-        with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(0.5)  # the signal is sent as the thread exits: it would be dead by now
+    with started[0] as proc, pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(0.5)  # the signal is sent as the thread exits: it would be dead by now
     assert not proc.alive()
 
 
