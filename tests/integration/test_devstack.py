@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,6 +131,31 @@ def test_terminate_escalates_to_sigkill_for_the_whole_group(tmp_path: Path) -> N
     assert code == -9
     assert not devstack.pid_alive(child)
     assert not proc.group_alive()
+
+
+def test_child_started_from_a_short_lived_thread_outlives_that_thread(tmp_path: Path) -> None:
+    # The parent-death signal fires when the thread that forked the child exits: devstack must
+    # fork from a thread that lives as long as the process (asyncio.to_thread, thread pools).
+    started: list[devstack.ManagedProcess] = []
+    tids: list[int] = []
+
+    def start() -> None:
+        tids.append(threading.get_native_id())
+        proc = devstack.ManagedProcess(["sleep", "300"], log_path=tmp_path / "s.log")
+        started.append(proc)
+        # Past the wrapper's prctl, so that this thread's exit would count.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        devstack.wait_for(lambda: cmdline.read_bytes().startswith(b"sleep"), 5, what="exec")
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    # join() returns a moment before the OS thread is gone: wait for the kernel's view.
+    task = Path(f"/proc/self/task/{tids[0]}")
+    devstack.wait_for(lambda: not task.exists(), 5, what="the starting thread to exit")
+    with started[0] as proc, pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(0.5)  # the signal is sent as the thread exits: it would be dead by now
+    assert not proc.alive()
 
 
 def test_bogus_binary_raises_backend_unavailable(tmp_path: Path) -> None:

@@ -111,3 +111,9 @@ class BackendUnavailable(TrackerError):
 
     code = "BACKEND_UNAVAILABLE"
     http_status = 503
+
+
+class PortInUse(TrackerError):
+    """The port a server is to listen on is taken (another instance, another stack)."""
+
+    code = "PORT_IN_USE"
