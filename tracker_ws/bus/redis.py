@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker_ws.bus.base import (
     DEDUPE_TTL_S,
@@ -34,7 +33,9 @@ LAST_FIX_KEY = "ws:last_fix_ms"
 INSTANCES_KEY = "ws:instances"
 INPUT_PREFIX = "events:"
 INPUT_PATTERN = INPUT_PREFIX + "*"
+_RECONNECT_MIN_S = 0.05
 _RECONNECT_MAX_S = 2.0
+_HANDLER_LOG_EVERY_S = 10.0
 
 
 def load_lua(name: str) -> str:
@@ -64,61 +65,109 @@ class RedisBus(Bus):
         self._listener: asyncio.Task[None] | None = None
         self.max_seen = 0  # highest eventId published or received: the counter's floor
         self._connected = False
+        self._outage_since: float | None = None  # monotonic start of the current outage
+        self._listener_error: str | None = None  # why the subscription is down
+        self.handler_errors = 0
+        self._handler_logged_at = -_HANDLER_LOG_EVERY_S
         self.channel = f"ws:deliver:{instance_id}"
         # One pub/sub connection for all three: Redis keeps their messages in PUBLISH order.
         self.control_channel = f"ws:control:{instance_id}"
         self.reply_channel = f"ws:reply:{instance_id}"
+        self._deliver_b = self.channel.encode()
+        self._control_b = self.control_channel.encode()
 
     async def start(self, on_deliver: DeliveryHandler) -> None:
         ready = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(on_deliver, ready), name="bus-listen")
+        self._listener.add_done_callback(self._listener_done)
         # Wait for the first subscription so nothing published after start() is missed.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), timeout=10)
 
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
+        self._connected = False
+        if not task.cancelled() and task.exception() is not None:
+            # Should never happen (_listen catches every Exception); if it does, say so:
+            # /health reports the dead listener too.
+            log.error("Redis delivery listener died", exc_info=task.exception())
+
     async def _listen(self, on_deliver: DeliveryHandler, ready: asyncio.Event) -> None:
-        backoff = 0.05
+        """Keep the delivery subscription alive whatever Redis answers: a BUSY or any other
+        error reply kills only the pub/sub connection, never this task."""
+        backoff = _RECONNECT_MIN_S
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel, self.control_channel, self.reply_channel)
                 await pubsub.psubscribe(INPUT_PATTERN)
-                self._connected = True
-                ready.set()
-                backoff = 0.05
-                deliver = self.channel.encode()
-                control = self.control_channel.encode()
+                # Live once Redis confirmed all four (an error reply may come instead).
+                pending = 4
                 while True:
                     msg = await pubsub.get_message(timeout=5.0)
                     if msg is None:
                         continue
-                    if msg["type"] == "pmessage":
-                        handler = getattr(self, "_input_handler", None)
-                        if handler is not None:
-                            handler(msg["channel"].decode()[len(INPUT_PREFIX) :], msg["data"])
+                    if msg["type"] in ("subscribe", "psubscribe"):
+                        pending -= 1
+                        if pending == 0:
+                            self._subscribed()
+                            ready.set()
+                            backoff = _RECONNECT_MIN_S
                         continue
-                    if msg["type"] != "message":
-                        continue
-                    channel = msg["channel"]
-                    if channel == deliver:
-                        records = parse_delivery(msg["data"])
-                        if records:
-                            self.max_seen = max(self.max_seen, records[-1][0])
-                        on_deliver(records)
-                    elif channel == control:
-                        self._on_control(msg["data"])
-                    else:
-                        self._on_reply(msg["data"])
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if self._connected:
-                    log.warning("Redis delivery subscription lost: %s; reconnecting", exc)
+                    self._dispatch(msg, on_deliver)
+            except Exception as exc:
                 self._connected = False
+                self._listener_error = f"{type(exc).__name__}: {exc}"
+                if self._outage_since is None:  # one warning per outage
+                    self._outage_since = time.monotonic()
+                    log.warning(
+                        "Redis delivery subscription lost: %s; resubscribing", self._listener_error
+                    )
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            # Reconnect backoff: nothing to await but time while Redis is away.
+            # Reconnect backoff: nothing to await but time while Redis is away or busy.
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _RECONNECT_MAX_S)
+
+    def _subscribed(self) -> None:
+        self._connected = True
+        if self._outage_since is not None:
+            log.info(
+                "Redis delivery subscription restored after %.1f s",
+                time.monotonic() - self._outage_since,
+            )
+        self._outage_since = None
+        self._listener_error = None
+
+    def _dispatch(self, msg: dict[str, Any], on_deliver: DeliveryHandler) -> None:
+        """One pub/sub message to its handler. A handler that raises loses that message
+        only: the subscription (and every other message) must keep flowing."""
+        try:
+            if msg["type"] == "pmessage":
+                handler = getattr(self, "_input_handler", None)
+                if handler is not None:
+                    handler(msg["channel"].decode()[len(INPUT_PREFIX) :], msg["data"])
+            elif msg["type"] == "message":
+                channel = msg["channel"]
+                if channel == self._deliver_b:
+                    records = parse_delivery(msg["data"])
+                    if records:
+                        self.max_seen = max(self.max_seen, records[-1][0])
+                    on_deliver(records)
+                elif channel == self._control_b:
+                    self._on_control(msg["data"])
+                else:
+                    self._on_reply(msg["data"])
+        except Exception:
+            self.handler_errors += 1
+            now = time.monotonic()
+            if now - self._handler_logged_at >= _HANDLER_LOG_EVERY_S:
+                self._handler_logged_at = now
+                log.exception(
+                    "a pub/sub message on %r failed (%d so far); skipped",
+                    msg.get("channel"),
+                    self.handler_errors,
+                )
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -171,7 +220,19 @@ class RedisBus(Bus):
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self._connected and self._listener is not None and not self._listener.done()
+
+    @property
+    def listener_state(self) -> str:
+        task = self._listener
+        if task is None:
+            return "not started"
+        if task.done():
+            exc = None if task.cancelled() else task.exception()
+            return f"dead: {type(exc).__name__}: {exc}" if exc is not None else "dead: stopped"
+        if self._connected:
+            return "ok"
+        return f"resubscribing: {self._listener_error or 'connecting'}"
 
     # ------------------------------------------------------------ recovery
     async def read_history(
