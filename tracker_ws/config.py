@@ -66,6 +66,9 @@ class Settings:
     data_dir: str = ".dev/faust"
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
+    # issue 10: reconnect storm / getState herd
+    redis_max_connections: int = 100  # Redis pool size; callers beyond it wait for a connection
+    redis_read_concurrency: int = 16  # concurrent recovery/getState reads (the rest queue)
 
     @property
     def uses_redis(self) -> bool:
@@ -114,4 +117,7 @@ class Settings:
             data_dir=os.environ.get("TRACKER_WS_DATA_DIR", ".dev/faust"),
             fetch_max_wait_ms=_env_int("TRACKER_WS_FETCH_MAX_WAIT_MS", 50),
             stall_after_s=_env_float("TRACKER_WS_STALL_AFTER_S", 20.0),
+            # issue 10: reconnect storm / getState herd
+            redis_max_connections=_env_int("TRACKER_WS_REDIS_MAX_CONNECTIONS", 100),
+            redis_read_concurrency=_env_int("TRACKER_WS_REDIS_READ_CONCURRENCY", 16),
         )

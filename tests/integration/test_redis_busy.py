@@ -50,15 +50,16 @@ def busy_pair(topics: str, devstack_dir: Path) -> Iterator[tuple[devstack.RedisS
         server.stop()
 
 
-def make_busy(url: str, seconds: float) -> None:
-    """Drop the worker's pub/sub connection and, in the same round trip, start the script:
-    the listener's resubscribe then meets BUSY (as a health-check PING during a long script
-    would)."""
+def make_busy(url: str, seconds: float, *, kill: bool = True) -> None:
+    """Run the script for `seconds`. With `kill`, first drop the worker's pub/sub connection
+    in the same round trip: the listener's resubscribe then meets BUSY (as a health-check
+    PING during a long script would)."""
     r = redis_sync.Redis.from_url(url, socket_timeout=seconds + 10)
     try:
         r.config_set("busy-reply-threshold", 50)
         pipe = r.pipeline(transaction=False)
-        pipe.client_kill_filter(_type="pubsub")
+        if kill:
+            pipe.client_kill_filter(_type="pubsub")
         pipe.eval(SPIN, 0, seconds)
         pipe.execute()
     finally:
@@ -154,3 +155,51 @@ async def test_a_failing_delivery_handler_does_not_stop_delivery(
     finally:
         r.close()
         await client.close()
+
+
+def redis_busy(url: str) -> bool:
+    r = redis_sync.Redis.from_url(url, socket_timeout=2)
+    try:
+        r.ping()
+        return False
+    except redis_sync.exceptions.ResponseError as exc:
+        return "BUSY" in str(exc)
+    finally:
+        r.close()
+
+
+async def test_busy_redis_during_recovery_and_get_state_gives_answers(
+    busy_pair: tuple[devstack.RedisServer, Cluster], fleet: FleetDriver
+) -> None:
+    """Issue 10.5: a Redis error while recovering or answering getState is an answer the
+    client can act on (recovered:false with a reason, an error), never a 1006."""
+    server, cluster = busy_pair
+    [worker] = cluster.workers
+    company = await register_company(fleet, [worker], [new_id()])
+    user = new_id()
+    client = await TimedClient.open(worker, company.token(user))
+    await client.subscribe("vehicles", {"type": "byIds", "ids": company.vehicles})
+    await client.close()  # leaves a saved state to recover
+    live = await TimedClient.open(worker, company.token())
+    spin = asyncio.create_task(asyncio.to_thread(make_busy, server.url, 6.0, kill=False))
+    back: TimedClient | None = None
+    try:
+        await until(lambda: redis_busy(server.url), 10, "Redis busy")
+        back = await TimedClient.open(worker, company.token(user), query="lastEventId=1")
+        hello = back.received[0]
+        assert hello["recovered"] is False and hello["reason"] == "unavailable", hello
+        await live.send({"type": "getState"})
+        err = await live.next_of("error")
+        assert err["code"] == "BACKEND_UNAVAILABLE", err
+        assert live.closed_code is None and back.closed_code is None
+        await spin
+        # Redis answers again: the same client simply asks again.
+        await until(lambda: not redis_busy(server.url), 10, "Redis answering")
+        batch = await live.request({"type": "getState"}, "positionBatch")
+        assert batch["eventId"] == 0
+    finally:
+        if not spin.done():
+            await spin
+        await live.close()
+        if back is not None:
+            await back.close()

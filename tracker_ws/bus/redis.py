@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -24,6 +24,7 @@ from tracker_ws.bus.base import (
     Outgoing,
     merge_history,
 )
+from tracker_ws.domain.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,18 @@ INPUT_PATTERN = INPUT_PREFIX + "*"
 _RECONNECT_MIN_S = 0.05
 _RECONNECT_MAX_S = 2.0
 _HANDLER_LOG_EVERY_S = 10.0
+_POOL_WAIT_S = 10.0
+
+
+@contextlib.asynccontextmanager
+async def _session_read(gate: asyncio.Semaphore, what: str) -> AsyncIterator[None]:
+    """A read on a client's behalf: queued behind `gate`; any Redis failure becomes
+    BackendUnavailable, which the session turns into an answer instead of a dropped socket."""
+    async with gate:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def load_lua(name: str) -> str:
@@ -53,12 +66,25 @@ def parse_delivery(data: bytes) -> list[tuple[int, bytes]]:
 
 
 class RedisBus(Bus):
-    def __init__(self, url: str, instance_id: str) -> None:
+    def __init__(
+        self, url: str, instance_id: str, *, max_connections: int = 100, read_concurrency: int = 16
+    ) -> None:
         super().__init__(instance_id)
         self.url = url
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        # A full pool makes callers wait for a connection (up to _POOL_WAIT_S) instead of
+        # failing with MaxConnectionsError: a reconnect storm queues, it drops nobody.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=_POOL_WAIT_S,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=10,
         )
+        self.client: aioredis.Redis = aioredis.Redis.from_pool(pool)
+        # Recovery and getState reads (one set per client) take at most this many connections,
+        # so the publisher, the delivery listener and the write-behind always find one.
+        self._reads = asyncio.Semaphore(max(1, min(read_concurrency, max_connections // 2)))
         self._publish = self.client.register_script(load_lua("publish.lua"))
         self._cleanup = self.client.register_script(load_lua("cleanup.lua"))
         self._touch = self.client.register_script(load_lua("touch.lua"))
@@ -204,7 +230,8 @@ class RedisBus(Bus):
         ids = list(vehicle_ids)
         if not ids:
             return {}
-        values = cast(list[bytes | None], await self.client.hmget(LAST_POSITIONS_KEY, ids))
+        async with _session_read(self._reads, "reading last positions"):
+            values = cast(list[bytes | None], await self.client.hmget(LAST_POSITIONS_KEY, ids))
         out: dict[str, tuple[int, bytes]] = {}
         for vid, raw in zip(ids, values, strict=True):
             if raw:
@@ -238,7 +265,10 @@ class RedisBus(Bus):
     async def read_history(
         self, streams: Sequence[str], after_id: int, limit: int
     ) -> tuple[list[tuple[int, bytes]], bool]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with (
+            _session_read(self._reads, "reading history"),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for stream in streams:
                 pipe.get(f"{stream}:floor")
                 pipe.xrange(stream, min=f"{after_id + 1}-0", max="+", count=limit)
@@ -260,7 +290,10 @@ class RedisBus(Bus):
             await pipe.execute()
 
     async def load_state(self, key: str) -> tuple[bytes | None, bool]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with (
+            _session_read(self._reads, "loading the saved state"),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             pipe.get(f"ws:state:{key}")
             pipe.exists(f"ws:state:{key}:seen")
             state, seen = await pipe.execute()
