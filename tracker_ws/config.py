@@ -69,6 +69,8 @@ class Settings:
     # issue 10: reconnect storm / getState herd
     redis_max_connections: int = 100  # Redis pool size; callers beyond it wait for a connection
     redis_read_concurrency: int = 16  # concurrent recovery/getState reads (the rest queue)
+    # issue 10: broadcast fan-out
+    max_broadcast_targets: int = 1000  # targetCompanyIds of one alert or broadcast
 
     @property
     def uses_redis(self) -> bool:
@@ -120,4 +122,6 @@ class Settings:
             # issue 10: reconnect storm / getState herd
             redis_max_connections=_env_int("TRACKER_WS_REDIS_MAX_CONNECTIONS", 100),
             redis_read_concurrency=_env_int("TRACKER_WS_REDIS_READ_CONCURRENCY", 16),
+            # issue 10: broadcast fan-out
+            max_broadcast_targets=_env_int("TRACKER_WS_MAX_BROADCAST_TARGETS", 1000),
         )
