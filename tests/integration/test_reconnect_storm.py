@@ -269,3 +269,32 @@ async def test_reconnect_storm_recovers_every_client(
     storm_worker: Worker, fleet: FleetDriver
 ) -> None:
     await reconnect_storm(storm_worker, fleet, STORM)
+
+
+async def test_bus_queues_a_read_herd_and_keeps_publishing(redis_url: str) -> None:
+    """The pool policy itself, in-process: far more concurrent client reads than the pool
+    has connections, with publishes issued while they hold it. Before: MaxConnectionsError
+    for the reads past 100 and for the publishes (positions dropped)."""
+    from tracker_ws.bus import Outgoing
+    from tracker_ws.bus.redis import RedisBus
+
+    bus = RedisBus(redis_url.rsplit("/", 1)[0] + f"/{STORM_DB}", "ws-pool-test")
+    try:
+        reads = [
+            asyncio.create_task(bus.last_positions([new_id()]))
+            if i % 2
+            else asyncio.create_task(bus.read_history([f"ws:history:user:{new_id()}"], 0, 10))
+            for i in range(500)
+        ]
+        position = Outgoing(["nobody"], b'{"t":"pos"}', vehicle_id=new_id(), fix_ms=1)
+        publishes = [asyncio.create_task(bus.publish([position])) for _ in range(20)]
+        results = await asyncio.gather(*reads, *publishes, return_exceptions=True)
+        failed_reads = [r for r in results[:500] if isinstance(r, BaseException)]
+        failed_publishes = [r for r in results[500:] if isinstance(r, BaseException)]
+        assert not failed_reads and not failed_publishes, (
+            f"{len(failed_reads)}/500 reads and {len(failed_publishes)}/20 publishes failed, "
+            f"e.g. {(failed_reads + failed_publishes)[:2]}"
+        )
+        assert sum(1 for ids in results[500:] if isinstance(ids, list) and ids[0]) == 1
+    finally:
+        await bus.close()
