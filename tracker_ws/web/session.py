@@ -322,8 +322,9 @@ class Session:
             try:
                 outcome = await recover(self, last_event_id)
             except BackendUnavailable as exc:
-                # An answer, not a dropped socket: the client falls back to getState.
-                log.warning("recovery of %s failed: %s", self.conn_id, exc.message)
+                # An answer, not a dropped socket: the client falls back to getState. Counted
+                # in ws_recoveries_total{outcome="unavailable"}; a storm would flood the log.
+                log.debug("recovery of %s failed: %s", self.conn_id, exc.message)
                 outcome = Outcome(False, UNAVAILABLE)
         self.push(
             encode_connected(
