@@ -158,6 +158,15 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRACKER_WS_REDIS_URL", "redis_url", "url", "memory://",
         "Redis for cross-instance delivery, history and state; `memory://` runs one instance "
         "alone", schemes=_REDIS_SCHEMES),
+    Var("TRACKER_WS_REDIS_MAX_CONNECTIONS", "redis_max_connections", "int", 100,
+        "Redis connection pool size; callers beyond it wait for a free connection", min=4,
+        max=100_000),
+    Var("TRACKER_WS_REDIS_READ_CONCURRENCY", "redis_read_concurrency", "int", 16,
+        "recovery and getState reads running at once (the rest queue; at most half the pool)",
+        min=1, max=10_000),
+    Var("TRACKER_WS_MAX_BROADCAST_TARGETS", "max_broadcast_targets", "int", 1000,
+        "most targetCompanyIds one admin broadcast or system-alerts event may name (400 / "
+        "counted skip above)", min=1, max=1_000_000),
     Var("TRACKER_WS_PORT", "port", "int", 8090,
         "public HTTP/WebSocket port", min=1, max=65535),
     Var("TRACKER_WS_HOST", "host", "str", "0.0.0.0",
@@ -273,6 +282,11 @@ class Settings:
     tls_port: int = 8091
     # issue 10: subscription cap
     max_subscriptions: int = 1000  # routing keys per connection (byIds counts each id)
+    # issue 10: reconnect storm / getState herd
+    redis_max_connections: int = 100  # Redis pool size; callers beyond it wait for a connection
+    redis_read_concurrency: int = 16  # concurrent recovery/getState reads (the rest queue)
+    # issue 10: broadcast fan-out
+    max_broadcast_targets: int = 1000  # targetCompanyIds of one alert or broadcast
 
     @property
     def uses_redis(self) -> bool:

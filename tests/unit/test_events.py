@@ -9,8 +9,13 @@ import orjson
 import pytest
 
 from tracker_ws.domain import envelope
-from tracker_ws.domain.errors import InvalidEvent
-from tracker_ws.domain.events import MAX_EVENT_BYTES, load_json, parse_gps_event
+from tracker_ws.domain.errors import InvalidEvent, TooManyTargets
+from tracker_ws.domain.events import (
+    MAX_EVENT_BYTES,
+    check_alert_targets,
+    load_json,
+    parse_gps_event,
+)
 from tracker_ws.domain.models import GpsFix, Sensors, Vehicle, VehicleStatus
 
 VID = "11111111-1111-4111-8111-111111111111"
@@ -268,3 +273,26 @@ def test_envelope_decode_rejects_non_objects(raw: bytes) -> None:
 def test_envelope_decode_rejects_invalid_json() -> None:
     with pytest.raises(ValueError):
         envelope.decode(b"{not json")
+
+
+# ---------------------------------------------------------------- alert fan-out (issue 10.6)
+
+
+def test_an_alert_is_stored_once_whatever_its_targets() -> None:
+    companies = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(1000)]
+    env = envelope.alert_envelope("info", "m", companies, None, None)
+    assert envelope.history_streams(env) == [envelope.ALL_HISTORY]
+    everyone = envelope.alert_envelope("info", "m", None, None, None)
+    assert envelope.history_streams(everyone) == [envelope.ALL_HISTORY]
+    # ...and every session reads that stream, so recovery still finds it.
+    assert envelope.ALL_HISTORY in envelope.session_streams(VID, CO)
+
+
+def test_alert_targets_are_capped() -> None:
+    check_alert_targets(None, 2)
+    check_alert_targets([CO, OTHER], 2)
+    with pytest.raises(TooManyTargets) as err:
+        check_alert_targets([CO, OTHER, VID], 2)
+    assert err.value.code == "TOO_MANY_TARGETS" and err.value.http_status == 400
+    assert "3 targetCompanyIds" in err.value.message
+    assert isinstance(err.value, InvalidEvent)  # stream input: counted and skipped

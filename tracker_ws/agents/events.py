@@ -20,8 +20,8 @@ from tracker_ws.agents.publisher import Publisher
 from tracker_ws.bus import Outgoing
 from tracker_ws.bus.base import ALL_INSTANCES
 from tracker_ws.domain import envelope
-from tracker_ws.domain.errors import InvalidEvent
-from tracker_ws.domain.events import ALIASES, PARSERS, load_json
+from tracker_ws.domain.errors import InvalidEvent, TooManyTargets
+from tracker_ws.domain.events import ALIASES, PARSERS, check_alert_targets, load_json
 from tracker_ws.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class EventIngest:
         except UnicodeDecodeError:
             raise InvalidEvent("message key is not UTF-8") from None
         env, dedupe = parser(load_json(value), key_text)
+        check_alert_targets(env.get("companies"), self.rt.settings.max_broadcast_targets)
         # Every instance, resolved atomically by the bus: each filters with its own index.
         targets = [ALL_INSTANCES]
         self.publisher.add(
@@ -62,8 +63,13 @@ class EventIngest:
             self.submit(kind, None, data)
             self.rt.metrics.stream(source, "ok")
         except InvalidEvent as exc:
-            self.rt.metrics.stream(source, "invalid")
+            self.rt.metrics.stream(source, outcome_of(exc))
             log.warning("skipping invalid event on events:%s: %s", channel_type, exc.message)
+
+
+def outcome_of(exc: InvalidEvent) -> str:
+    """The ws_stream_events_total outcome of a skipped event."""
+    return "too_many_targets" if isinstance(exc, TooManyTargets) else "invalid"
 
 
 def install(app: faust.App, rt: Runtime, ingest: EventIngest, partitions: int) -> list[Any]:
@@ -86,7 +92,9 @@ def _agent(rt: Runtime, ingest: EventIngest, kind: str, dlq: Any) -> Any:
             try:
                 ingest.submit(kind, event.key, event.value)
             except InvalidEvent as exc:
-                rt.metrics.stream(kind, "invalid")
+                rt.metrics.stream(kind, outcome_of(exc))
+                if isinstance(exc, TooManyTargets):  # rare and costly: worth a line each
+                    log.warning("skipping %s event: %s", kind, exc.message)
                 await dlq.send(
                     key=event.key,
                     value=dead_letter(

@@ -11,7 +11,12 @@ def make_bus(settings: Settings) -> Bus:
     if settings.uses_redis:
         from tracker_ws.bus.redis import RedisBus
 
-        return RedisBus(settings.redis_url, settings.instance_id)
+        return RedisBus(
+            settings.redis_url,
+            settings.instance_id,
+            max_connections=settings.redis_max_connections,
+            read_concurrency=settings.redis_read_concurrency,
+        )
     from tracker_ws.bus.memory import MemoryBus
 
     return MemoryBus(settings.instance_id)

@@ -102,6 +102,11 @@ class Bus(ABC):
     def connected(self) -> bool:
         """Whether the delivery subscription is currently live."""
 
+    @property
+    def listener_state(self) -> str:
+        """For /health: "ok", or why deliveries are not being received right now."""
+        return "ok" if self.connected else "disconnected"
+
     # ------------------------------------------------------------ recovery
     @abstractmethod
     async def read_history(

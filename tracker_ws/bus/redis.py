@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker_ws.bus.base import (
     DEDUPE_TTL_S,
@@ -25,6 +24,7 @@ from tracker_ws.bus.base import (
     Outgoing,
     merge_history,
 )
+from tracker_ws.domain.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,21 @@ LAST_FIX_KEY = "ws:last_fix_ms"
 INSTANCES_KEY = "ws:instances"
 INPUT_PREFIX = "events:"
 INPUT_PATTERN = INPUT_PREFIX + "*"
+_RECONNECT_MIN_S = 0.05
 _RECONNECT_MAX_S = 2.0
+_HANDLER_LOG_EVERY_S = 10.0
+_POOL_WAIT_S = 10.0
+
+
+@contextlib.asynccontextmanager
+async def _session_read(gate: asyncio.Semaphore, what: str) -> AsyncIterator[None]:
+    """A read on a client's behalf: queued behind `gate`; any Redis failure becomes
+    BackendUnavailable, which the session turns into an answer instead of a dropped socket."""
+    async with gate:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def load_lua(name: str) -> str:
@@ -52,73 +66,134 @@ def parse_delivery(data: bytes) -> list[tuple[int, bytes]]:
 
 
 class RedisBus(Bus):
-    def __init__(self, url: str, instance_id: str) -> None:
+    def __init__(
+        self, url: str, instance_id: str, *, max_connections: int = 100, read_concurrency: int = 16
+    ) -> None:
         super().__init__(instance_id)
         self.url = url
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        # A full pool makes callers wait for a connection (up to _POOL_WAIT_S) instead of
+        # failing with MaxConnectionsError: a reconnect storm queues, it drops nobody.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=_POOL_WAIT_S,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=10,
         )
+        self.client: aioredis.Redis = aioredis.Redis.from_pool(pool)
+        # Recovery and getState reads (one set per client) take at most this many connections,
+        # so the publisher, the delivery listener and the write-behind always find one.
+        self._reads = asyncio.Semaphore(max(1, min(read_concurrency, max_connections // 2)))
         self._publish = self.client.register_script(load_lua("publish.lua"))
         self._cleanup = self.client.register_script(load_lua("cleanup.lua"))
         self._touch = self.client.register_script(load_lua("touch.lua"))
         self._listener: asyncio.Task[None] | None = None
         self.max_seen = 0  # highest eventId published or received: the counter's floor
         self._connected = False
+        self._outage_since: float | None = None  # monotonic start of the current outage
+        self._listener_error: str | None = None  # why the subscription is down
+        self.handler_errors = 0
+        self._handler_logged_at = -_HANDLER_LOG_EVERY_S
         self.channel = f"ws:deliver:{instance_id}"
         # One pub/sub connection for all three: Redis keeps their messages in PUBLISH order.
         self.control_channel = f"ws:control:{instance_id}"
         self.reply_channel = f"ws:reply:{instance_id}"
+        self._deliver_b = self.channel.encode()
+        self._control_b = self.control_channel.encode()
 
     async def start(self, on_deliver: DeliveryHandler) -> None:
         ready = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(on_deliver, ready), name="bus-listen")
+        self._listener.add_done_callback(self._listener_done)
         # Wait for the first subscription so nothing published after start() is missed.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), timeout=10)
 
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
+        self._connected = False
+        if not task.cancelled() and task.exception() is not None:
+            # Should never happen (_listen catches every Exception); if it does, say so:
+            # /health reports the dead listener too.
+            log.error("Redis delivery listener died", exc_info=task.exception())
+
     async def _listen(self, on_deliver: DeliveryHandler, ready: asyncio.Event) -> None:
-        backoff = 0.05
+        """Keep the delivery subscription alive whatever Redis answers: a BUSY or any other
+        error reply kills only the pub/sub connection, never this task."""
+        backoff = _RECONNECT_MIN_S
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel, self.control_channel, self.reply_channel)
                 await pubsub.psubscribe(INPUT_PATTERN)
-                self._connected = True
-                ready.set()
-                backoff = 0.05
-                deliver = self.channel.encode()
-                control = self.control_channel.encode()
+                # Live once Redis confirmed all four (an error reply may come instead).
+                pending = 4
                 while True:
                     msg = await pubsub.get_message(timeout=5.0)
                     if msg is None:
                         continue
-                    if msg["type"] == "pmessage":
-                        handler = getattr(self, "_input_handler", None)
-                        if handler is not None:
-                            handler(msg["channel"].decode()[len(INPUT_PREFIX) :], msg["data"])
+                    if msg["type"] in ("subscribe", "psubscribe"):
+                        pending -= 1
+                        if pending == 0:
+                            self._subscribed()
+                            ready.set()
+                            backoff = _RECONNECT_MIN_S
                         continue
-                    if msg["type"] != "message":
-                        continue
-                    channel = msg["channel"]
-                    if channel == deliver:
-                        records = parse_delivery(msg["data"])
-                        if records:
-                            self.max_seen = max(self.max_seen, records[-1][0])
-                        on_deliver(records)
-                    elif channel == control:
-                        self._on_control(msg["data"])
-                    else:
-                        self._on_reply(msg["data"])
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if self._connected:
-                    log.warning("Redis delivery subscription lost: %s; reconnecting", exc)
+                    self._dispatch(msg, on_deliver)
+            except Exception as exc:
                 self._connected = False
+                self._listener_error = f"{type(exc).__name__}: {exc}"
+                if self._outage_since is None:  # one warning per outage
+                    self._outage_since = time.monotonic()
+                    log.warning(
+                        "Redis delivery subscription lost: %s; resubscribing", self._listener_error
+                    )
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            # Reconnect backoff: nothing to await but time while Redis is away.
+            # Reconnect backoff: nothing to await but time while Redis is away or busy.
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _RECONNECT_MAX_S)
+
+    def _subscribed(self) -> None:
+        self._connected = True
+        if self._outage_since is not None:
+            log.info(
+                "Redis delivery subscription restored after %.1f s",
+                time.monotonic() - self._outage_since,
+            )
+        self._outage_since = None
+        self._listener_error = None
+
+    def _dispatch(self, msg: dict[str, Any], on_deliver: DeliveryHandler) -> None:
+        """One pub/sub message to its handler. A handler that raises loses that message
+        only: the subscription (and every other message) must keep flowing."""
+        try:
+            if msg["type"] == "pmessage":
+                handler = getattr(self, "_input_handler", None)
+                if handler is not None:
+                    handler(msg["channel"].decode()[len(INPUT_PREFIX) :], msg["data"])
+            elif msg["type"] == "message":
+                channel = msg["channel"]
+                if channel == self._deliver_b:
+                    records = parse_delivery(msg["data"])
+                    if records:
+                        self.max_seen = max(self.max_seen, records[-1][0])
+                    on_deliver(records)
+                elif channel == self._control_b:
+                    self._on_control(msg["data"])
+                else:
+                    self._on_reply(msg["data"])
+        except Exception:
+            self.handler_errors += 1
+            now = time.monotonic()
+            if now - self._handler_logged_at >= _HANDLER_LOG_EVERY_S:
+                self._handler_logged_at = now
+                log.exception(
+                    "a pub/sub message on %r failed (%d so far); skipped",
+                    msg.get("channel"),
+                    self.handler_errors,
+                )
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -155,7 +230,8 @@ class RedisBus(Bus):
         ids = list(vehicle_ids)
         if not ids:
             return {}
-        values = cast(list[bytes | None], await self.client.hmget(LAST_POSITIONS_KEY, ids))
+        async with _session_read(self._reads, "reading last positions"):
+            values = cast(list[bytes | None], await self.client.hmget(LAST_POSITIONS_KEY, ids))
         out: dict[str, tuple[int, bytes]] = {}
         for vid, raw in zip(ids, values, strict=True):
             if raw:
@@ -171,13 +247,28 @@ class RedisBus(Bus):
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self._connected and self._listener is not None and not self._listener.done()
+
+    @property
+    def listener_state(self) -> str:
+        task = self._listener
+        if task is None:
+            return "not started"
+        if task.done():
+            exc = None if task.cancelled() else task.exception()
+            return f"dead: {type(exc).__name__}: {exc}" if exc is not None else "dead: stopped"
+        if self._connected:
+            return "ok"
+        return f"resubscribing: {self._listener_error or 'connecting'}"
 
     # ------------------------------------------------------------ recovery
     async def read_history(
         self, streams: Sequence[str], after_id: int, limit: int
     ) -> tuple[list[tuple[int, bytes]], bool]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with (
+            _session_read(self._reads, "reading history"),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for stream in streams:
                 pipe.get(f"{stream}:floor")
                 pipe.xrange(stream, min=f"{after_id + 1}-0", max="+", count=limit)
@@ -199,7 +290,10 @@ class RedisBus(Bus):
             await pipe.execute()
 
     async def load_state(self, key: str) -> tuple[bytes | None, bool]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with (
+            _session_read(self._reads, "loading the saved state"),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             pipe.get(f"ws:state:{key}")
             pipe.exists(f"ws:state:{key}:seen")
             state, seen = await pipe.execute()

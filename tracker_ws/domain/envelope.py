@@ -19,6 +19,7 @@ ALERT = "alert"
 GEO = "geo"
 NOTIFICATION = "notif"
 MAINTENANCE = "maint"
+ALL_HISTORY = "ws:history:all"  # events for everyone, and every system alert
 
 
 def alert_envelope(
@@ -65,20 +66,19 @@ def decode(payload: bytes) -> dict[str, Any]:
 
 def history_streams(env: dict[str, Any]) -> list[str]:
     """The bounded history streams a replayable event is appended to (ARCHITECTURE §3).
-    One per audience: a company, a user, or everyone."""
+    One per audience: a company, a user, or everyone (alerts, targeted or not)."""
     kind = env.get("t")
     if kind in (GEO, MAINTENANCE):
         return [f"ws:history:company:{env['c']}"]
     if kind == NOTIFICATION:
         return [f"ws:history:user:{env['u']}"]
     if kind == ALERT:
-        companies = env.get("companies")
-        if companies:
-            return [f"ws:history:company:{c}" for c in companies]
-        return ["ws:history:all"]
+        # One shared copy whatever the targets: every session reads this stream and replay
+        # keeps what its company may see (Hub.recipients), so N targets never cost N copies.
+        return [ALL_HISTORY]
     return []
 
 
 def session_streams(user_id: str, company_id: str) -> list[str]:
     """Every history stream that can hold an event for this user."""
-    return [f"ws:history:company:{company_id}", f"ws:history:user:{user_id}", "ws:history:all"]
+    return [f"ws:history:company:{company_id}", f"ws:history:user:{user_id}", ALL_HISTORY]

@@ -102,6 +102,12 @@ class InvalidEvent(TrackerError):
     http_status = 400
 
 
+class TooManyTargets(InvalidEvent):
+    """An alert or broadcast naming more companies than TRACKER_WS_MAX_BROADCAST_TARGETS."""
+
+    code = "TOO_MANY_TARGETS"
+
+
 class ConfigError(TrackerError):
     code = "CONFIG_ERROR"
 

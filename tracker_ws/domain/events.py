@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from tracker_ws.domain.envelope import ALERT, GEO, MAINTENANCE, NOTIFICATION
-from tracker_ws.domain.errors import InvalidEvent, InvalidMessage
+from tracker_ws.domain.errors import InvalidEvent, InvalidMessage, TooManyTargets
 from tracker_ws.domain.models import GpsFix, Sensors
 from tracker_ws.domain.protocol import iso_from_ms, parse_timestamp_ms
 from tracker_ws.domain.validate import integer, number, uuid_str
@@ -234,6 +234,15 @@ def parse_system_alert(value: Any, key: str | None = None) -> tuple[dict[str, An
         "subscribers_only": True,
     }
     return env, f"alert:{ident}"
+
+
+def check_alert_targets(companies: list[str] | None, cap: int) -> None:
+    """Bound the fan-out of one alert (issue 10.6): its payload carries every target id."""
+    if companies is not None and len(companies) > cap:
+        raise TooManyTargets(
+            f"{len(companies)} targetCompanyIds exceed the limit of {cap} "
+            "(TRACKER_WS_MAX_BROADCAST_TARGETS); split the alert"
+        )
 
 
 _NS = uuid.UUID("0b7c7a52-7f4e-4f0e-9c43-4c3f3c1f6a11")

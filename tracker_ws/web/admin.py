@@ -25,6 +25,7 @@ from tracker_ws.domain.errors import (
     NotFound,
     TrackerError,
 )
+from tracker_ws.domain.events import check_alert_targets
 from tracker_ws.domain.models import AlertLevel, UserContext
 from tracker_ws.domain.protocol import iso_from_ms
 from tracker_ws.domain.validate import choice, uuid_str
@@ -177,6 +178,7 @@ def parse_broadcast(body: bytes) -> tuple[str, str, list[str] | None]:
 async def broadcast(request: web.Request) -> web.Response:
     rt = _rt(request)
     level, message, targets = parse_broadcast(await request.read())
+    check_alert_targets(targets, rt.settings.max_broadcast_targets)
     live, _ = await rt.bus.instances()
     req = rt.bus.new_request(live)
     env = envelope.alert_envelope(level, message, targets, req, rt.settings.instance_id)

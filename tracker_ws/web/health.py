@@ -17,13 +17,15 @@ def runtime(request: web.Request) -> Runtime:
 
 async def health(request: web.Request) -> web.Response:
     rt = runtime(request)
-    redis_ok = await rt.bus.ping() and rt.bus.connected
+    redis_ok = await rt.bus.ping()
+    # A dead or resubscribing delivery listener means no deliveries, even if PING works.
+    listener = rt.bus.listener_state
     broker_ok = rt.broker_ok
     if rt.draining:
         status = "draining"
     elif not rt.ready:
         status = "starting"
-    elif not (redis_ok and broker_ok):
+    elif not (redis_ok and listener == "ok" and broker_ok):
         status = "degraded"
     else:
         status = "healthy"
@@ -34,6 +36,7 @@ async def health(request: web.Request) -> web.Response:
         "subscriptions": rt.hub.subscription_count(),
         "messagesPerSecond": rt.hub.outbound.current() + rt.hub.inbound.current(),
         "redis": "ok" if redis_ok else "unreachable",
+        "listener": listener,
         "broker": "ok" if broker_ok else "unreachable",
         "registryVehicles": len(rt.registry),
         "lastEventId": rt.hub.last_event_id,

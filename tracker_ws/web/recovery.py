@@ -31,6 +31,7 @@ EXPIRED = "expired"  # the saved state's TTL passed
 TRIMMED = "trimmed"  # history no longer reaches back to lastEventId
 NO_STATE = "no_state"  # nothing was ever saved for this user (or device)
 PERMISSIONS_CHANGED = "permissions_changed"  # the user now belongs to another company
+UNAVAILABLE = "unavailable"  # Redis failed to answer (the client asks getState later)
 
 
 @dataclass
@@ -63,7 +64,8 @@ def parse_subscription(raw: Any) -> Subscription:
 
 
 async def recover(session: Session, last_event_id: int) -> Outcome:
-    """Restore and replay; leaves the session holding live events until `finish` runs."""
+    """Restore and replay; leaves the session holding live events until `finish` runs.
+    Raises BackendUnavailable (before restoring anything) when Redis fails to answer."""
     rt = session.rt
     # A quick reconnect to the same instance may find its own state still queued for writing.
     await rt.writeback.flush(timeout=1.0)
@@ -73,6 +75,9 @@ async def recover(session: Session, last_event_id: int) -> Outcome:
     state = orjson.loads(raw)
     if state.get("companyId") != session.user.company_id:
         return Outcome(False, PERMISSIONS_CHANGED)
+    # Every Redis read before the first restore: a failure leaves the session untouched.
+    streams = envelope.session_streams(session.user.user_id, session.user.company_id)
+    events, trimmed = await rt.bus.read_history(streams, last_event_id, HISTORY_CAP)
     outcome = Outcome(True)
     for item in state.get("subscriptions", []):
         try:
@@ -82,8 +87,6 @@ async def recover(session: Session, last_event_id: int) -> Outcome:
         revoked = session.restore(sub)
         outcome.revoked.extend(revoked)
         outcome.restored += 1
-    streams = envelope.session_streams(session.user.user_id, session.user.company_id)
-    events, trimmed = await rt.bus.read_history(streams, last_event_id, HISTORY_CAP)
     if trimmed or len(events) >= HISTORY_CAP:
         outcome.recovered, outcome.reason = False, TRIMMED
         return outcome

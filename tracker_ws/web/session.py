@@ -23,6 +23,7 @@ from tracker_ws.domain import envelope, validate
 from tracker_ws.domain.batching import Outbox
 from tracker_ws.domain.errors import (
     AuthError,
+    BackendUnavailable,
     InvalidMessage,
     RateLimited,
     SubscriptionDenied,
@@ -60,7 +61,14 @@ from tracker_ws.domain.protocol import (
 )
 from tracker_ws.domain.ratelimit import AbuseTracker, TokenBucket
 from tracker_ws.domain.subscriptions import SubscriptionSet
-from tracker_ws.web.recovery import Outcome, recover, replay, state_document, subscribed_vehicles
+from tracker_ws.web.recovery import (
+    UNAVAILABLE,
+    Outcome,
+    recover,
+    replay,
+    state_document,
+    subscribed_vehicles,
+)
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
@@ -325,7 +333,13 @@ class Session:
         outcome: Outcome | None = None
         if last_event_id:
             self._held = []
-            outcome = await recover(self, last_event_id)
+            try:
+                outcome = await recover(self, last_event_id)
+            except BackendUnavailable as exc:
+                # An answer, not a dropped socket: the client falls back to getState. Counted
+                # in ws_recoveries_total{outcome="unavailable"}; a storm would flood the log.
+                log.debug("recovery of %s failed: %s", self.conn_id, exc.message)
+                outcome = Outcome(False, UNAVAILABLE)
         self.push(
             encode_connected(
                 self.conn_id,
@@ -349,7 +363,10 @@ class Session:
         if outcome.restored:
             vehicles = subscribed_vehicles(self)
             if vehicles:
-                self.push(await self.position_snapshot(vehicles))
+                try:
+                    self.push(await self.position_snapshot(vehicles))
+                except BackendUnavailable as exc:
+                    self.error(exc)
         held, self._held = self._held or [], None
         for event_id, item in held:
             if isinstance(item, tuple):
