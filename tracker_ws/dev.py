@@ -114,6 +114,7 @@ def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
   WebSocket   ws://127.0.0.1:{port}/ws?token=<token>
   Demo page   http://127.0.0.1:{port}/demo?token={token}
   Health      http://127.0.0.1:{port}/health     Metrics  http://127.0.0.1:{port}/metrics
+  Internal    {worker.internal_url}/stats/   (Faust's views and stats, loopback only)
   Dev token   (company {company}, admin)
   {token}
 
