@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaConsumer
 
 GPS_TOPIC = "gps-events"
 REGISTRY_TOPIC = "vehicle-registry"
-FETCH_MAX_WAIT_MS = 20  # the same short long-poll as tracker_ws/transport.py
+FETCH_MAX_WAIT_MS = 20  # the same short long-poll as tracker_ws/kafka/transport.py
 
 
 @lru_cache(maxsize=4096)

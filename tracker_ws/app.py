@@ -17,16 +17,17 @@ from typing import Any
 import faust
 from aiohttp import web
 
-from tracker_ws import consumer_watch, devstack, logthrottle
+from tracker_ws import devstack, logthrottle
 from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
 from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
 from tracker_ws.domain.errors import ConfigError
+from tracker_ws.kafka import consumer_watch
+from tracker_ws.kafka.transport import Transport
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
-from tracker_ws.transport import Transport
 from tracker_ws.watchdog import ShutdownWatchdog
 from tracker_ws.web import admin, control, health
 from tracker_ws.web.drain import drain

@@ -214,7 +214,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRACKER_WS_DATA_DIR", "data_dir", "str", ".dev/faust",
         "Faust's data directory"),
     Var("TRACKER_WS_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", "int", 50,
-        "consumer fetch long-poll (`tracker_ws/transport.py`)", min=0, max=60000),
+        "consumer fetch long-poll (`tracker_ws/kafka/transport.py`)", min=0, max=60000),
     Var("TRACKER_WS_STALL_AFTER_S", "stall_after_s", "float", 20.0,
         "seconds an input partition may hold waiting records without progress before it is "
         "logged and listed in `/health` as `stalledPartitions`", min=1),

@@ -1,4 +1,4 @@
-"""Log end offsets as table recovery sees them (tracker_ws/transport.py): one past the last
+"""Log end offsets as table recovery sees them (tracker_ws/kafka/transport.py): one past the last
 record in the partition, also when the last record batch holds several records (the
 embedded broker's ListOffsets answer is then too small, and a table recovered up to it
 would miss the batch's later records)."""
@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tracker_ws import devstack
-from tracker_ws.transport import ConsumerThread, true_end
+from tracker_ws.kafka.transport import ConsumerThread, true_end
 
 
 class _Thread(ConsumerThread):

@@ -84,7 +84,7 @@ async def read_partition(broker_url: str, topic: str, partition: int) -> list[tu
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         # Until a fetch comes back empty: the embedded broker's end offset can be short of
-        # the last record (tracker_ws.transport.true_end).
+        # the last record (tracker_ws.kafka.transport.true_end).
         while batches := await consumer.getmany(tp, timeout_ms=500):
             out.extend((r.offset, r.key, r.value) for r in batches.get(tp, []))
     finally:

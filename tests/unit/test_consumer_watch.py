@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tracker_ws.consumer_watch import PartitionState, StallWatch
+from tracker_ws.kafka.consumer_watch import PartitionState, StallWatch
 
 
 def part(committed: int | None, end: int | None, partition: int = 0, fetch: int | None = None):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tracker_ws.offset_guard import DELIVER, DUPLICATE, REWIND, OffsetGuard
+from tracker_ws.kafka.offset_guard import DELIVER, DUPLICATE, REWIND, OffsetGuard
 
 
 def actions(guard: OffsetGuard[str], key: str, offsets: list[int]) -> list[str]:

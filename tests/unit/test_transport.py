@@ -1,8 +1,8 @@
-"""Which assigned partitions get their start pinned (tracker_ws.transport)."""
+"""Which assigned partitions get their start pinned (tracker_ws.kafka.transport)."""
 
 from aiokafka import TopicPartition
 
-from tracker_ws.transport import is_changelog, never_committed, true_end
+from tracker_ws.kafka.transport import is_changelog, never_committed, true_end
 
 
 def test_only_input_partitions_without_a_commit_are_pinned() -> None:

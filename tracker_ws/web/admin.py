@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from tracker_ws import consumer_watch
 from tracker_ws.bus import Outgoing
 from tracker_ws.domain import envelope
 from tracker_ws.domain.errors import (
@@ -29,6 +28,7 @@ from tracker_ws.domain.events import check_alert_targets
 from tracker_ws.domain.models import AlertLevel, UserContext
 from tracker_ws.domain.protocol import iso_from_ms
 from tracker_ws.domain.validate import choice, uuid_str
+from tracker_ws.kafka import consumer_watch
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tracker_ws.transport import is_changelog
+from tracker_ws.kafka.transport import is_changelog
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 
-from tracker_ws.offset_guard import DELIVER, REWIND, OffsetGuard, Verdict
+from tracker_ws.kafka.offset_guard import DELIVER, REWIND, OffsetGuard, Verdict
 
 log = logging.getLogger(__name__)
 
