@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import faust
 from aiohttp import web
 
 from tracker_ws import devstack, logthrottle
@@ -24,8 +23,8 @@ from tracker_ws.agents.registry import RegistryReader
 from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
 from tracker_ws.domain.errors import ConfigError
-from tracker_ws.kafka import consumer_watch
-from tracker_ws.kafka.transport import Transport
+from tracker_ws.kafka import compat, consumer_watch
+from tracker_ws.kafka.app import KafkaApp
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
 from tracker_ws.watchdog import ShutdownWatchdog
@@ -41,8 +40,8 @@ STATIC_DIR = Path(__file__).parent / "web" / "static"
 STOP_GRACE_S = 8.0
 
 
-class TrackerApp(faust.App):
-    """faust.App with the service's runtime and web routes."""
+class TrackerApp(KafkaApp):
+    """faust.App with our consumer (kafka/app.py), the service's runtime and web routes."""
 
     rt: Runtime
     tls_context: ssl.SSLContext | None = None  # the WSS listener's (web/listeners.py)
@@ -67,9 +66,6 @@ class TrackerApp(faust.App):
         await super().on_first_start()
         topics, configs = topic_plan(self.rt.settings.partitions)
         await devstack.create_topics(self.rt.settings.kafka_broker, topics, configs=configs)
-
-    def _new_transport(self) -> Any:
-        return Transport(self.conf.broker_consumer, self)
 
     def on_webserver_init(self, web_: Any) -> None:
         # Faust calls this hook twice; register routes once.
@@ -100,6 +96,7 @@ async def _demo_page(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: Settings | None = None) -> TrackerApp:
     settings = settings or Settings.from_env()
+    compat.check()  # a faust/mode/aiokafka upgrade that broke our extensions fails here
     tls = tls_context(settings)  # an unreadable certificate fails here, before anything starts
     rt = Runtime.create(settings)
     datadir = (Path(settings.data_dir) / settings.instance_id).resolve()
@@ -202,7 +199,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
 
     @app.timer(interval=5.0)
     async def check_broker() -> None:
-        rt.broker_ok = await _broker_reachable(app)
+        rt.broker_ok = await consumer_watch.broker_reachable(app)
 
     stall_watch = consumer_watch.StallWatch(settings.stall_after_s)
     rt.consumer_snapshot = lambda: consumer_watch.snapshot(app)
@@ -255,15 +252,6 @@ async def _supervise(fn: Any, name: str) -> None:
             log.warning("%s loop failed: %s; restarting", name, exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-
-
-async def _broker_reachable(app: faust.App) -> bool:
-    try:
-        consumer: Any = app.consumer
-        client = consumer._thread._ensure_consumer()._client  # the live aiokafka client
-        return bool(await asyncio.wait_for(client.ready(client.get_random_node()), timeout=2.0))
-    except Exception:
-        return False
 
 
 def _app_from_env() -> TrackerApp:

@@ -112,6 +112,13 @@ class ConfigError(TrackerError):
     code = "CONFIG_ERROR"
 
 
+class IncompatibleLibrary(ConfigError):
+    """An installed faust-streaming, mode or aiokafka lacks a private name tracker_ws.kafka
+    relies on (tracker_ws/kafka/compat.py): refuse to start rather than run without a fix."""
+
+    code = "INCOMPATIBLE_LIBRARY"
+
+
 class BackendUnavailable(TrackerError):
     """Redis or the broker cannot be reached right now."""
 

@@ -1,4 +1,5 @@
-"""Stalled input partitions: detection (pure) and the consumer snapshot it reads (adapter).
+"""Stalled input partitions: detection (pure) and the consumer snapshot it reads (adapter);
+whether the consumer's client reaches the broker.
 
 A partition is stalled when the broker holds records past the group's committed offset and
 that offset has not moved for `threshold_s` while the worker was ready. Each stalled
@@ -9,6 +10,7 @@ never fetched, or records fetched and never processed. `/health` counts them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -95,7 +97,7 @@ async def snapshot(app: Any) -> dict[str, Any]:
 
     async def from_thread() -> tuple[Mapping[Any, int], dict[Any, tuple[Any, bool]]]:
         kafka = thread._ensure_consumer()
-        assignment = kafka._fetcher._subscriptions.subscription.assignment
+        assignment = kafka._subscription.subscription.assignment  # the fetcher's too
         local: dict[Any, tuple[Any, bool]] = {}
         for tp in assigned:
             state = assignment.state_value(tp) if assignment is not None else None
@@ -141,6 +143,16 @@ async def snapshot(app: Any) -> dict[str, Any]:
         "recoveryCompleted": app.tables.recovery.completed.is_set(),
         "partitions": parts,
     }
+
+
+async def broker_reachable(app: Any) -> bool:
+    """Whether the worker's own Kafka client can reach a broker now (for /health)."""
+    try:
+        consumer: Any = app.consumer
+        client = consumer._thread._ensure_consumer()._client  # the live aiokafka client
+        return bool(await asyncio.wait_for(client.ready(client.get_random_node()), timeout=2.0))
+    except Exception:
+        return False
 
 
 def _max_known(a: int | None, b: int | None) -> int | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -154,27 +154,19 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self.guard: OffsetGuard[Any] = OffsetGuard()
         self.refused_acks = 0
         self.cleared = 0
-        self._watch_cleared_queues()
 
-    def _watch_cleared_queues(self) -> None:
-        """Faust empties every stream's queue on a rebalance and again on *each* resume of
-        flow control, which also happens after the seek that ends a rebalance: records handed
-        to a stream in between are dropped unseen. Each one is handed back to the guard, to be
-        delivered again (unless the next rebalance's seek covers it anyway)."""
-        flow_control = self.app.flow_control
-        clear_all = flow_control.clear
-
-        def clear() -> None:
-            for queue in list(flow_control._queues):
-                for item in list(getattr(queue, "_queue", ())):
-                    message = getattr(item, "message", None)
-                    if message is None or message.acked or is_changelog(message.topic):
-                        continue
-                    self.guard.unprocessed(message.tp, message.offset)
-                    self.cleared += 1
-            clear_all()
-
-        flow_control.clear = clear  # type: ignore[method-assign]  # wraps the instance only
+    def hand_back(self, items: Iterable[Any]) -> None:
+        """Items of a stream queue Faust is emptying (app.HandBackQueue): on a rebalance and
+        again on *each* resume of flow control, which also happens after the seek that ends a
+        rebalance, so records handed to a stream in between are dropped unseen. Each one goes
+        back to the guard, to be delivered again (unless the next rebalance's seek covers it
+        anyway)."""
+        for item in items:
+            message = getattr(item, "message", None)
+            if message is None or message.acked or is_changelog(message.topic):
+                continue
+            self.guard.unprocessed(message.tp, message.offset)
+            self.cleared += 1
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
