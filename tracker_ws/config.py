@@ -215,6 +215,9 @@ VARIABLES: tuple[Var, ...] = (
         "Faust's data directory"),
     Var("TRACKER_WS_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", "int", 50,
         "consumer fetch long-poll (`tracker_ws/kafka/transport.py`)", min=0, max=60000),
+    Var("TRACKER_WS_TRUST_LOG_END", "trust_log_end", "bool", False,
+        "the broker's log end offsets are right (Apache Kafka): table recovery skips reading "
+        "changelogs' last batches until one is seen short (`tracker_ws/kafka/`)"),
     Var("TRACKER_WS_STALL_AFTER_S", "stall_after_s", "float", 20.0,
         "seconds an input partition may hold waiting records without progress before it is "
         "logged and listed in `/health` as `stalledPartitions`", min=1),
@@ -271,6 +274,7 @@ class Settings:
     data_dir: str = ".dev/faust"
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
+    trust_log_end: bool = False  # skip reading changelogs' last batches (kafka/)
     # issue 10: web listeners (web/listeners.py)
     internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose
     internal_port: int = 8092

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -31,6 +31,8 @@ from faust.types.tuples import ack_lock
 from tracker_ws.kafka.offset_guard import DELIVER, REWIND, OffsetGuard, Verdict
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 FETCH_MAX_WAIT_MS = 50
 PIN_TIMEOUT_S = 10.0
@@ -57,22 +59,95 @@ def true_end(reported: int, last_seen: int | None) -> int:
     return reported if last_seen is None else max(reported, last_seen + 1)
 
 
+class LogEndCheck(Generic[K]):
+    """Which changelog partitions get their log end read from the last batch (true_end)
+    before a table recovery. Pure: the consumer thread tells it what the broker said.
+
+    A partition is read when its ListOffsets answer is not confirmed by the high watermark of
+    the consumer's own last fetch of it (the fetch response's high watermark is right on
+    Tansu too; equal to the answer, the answer is the end: the log only grows). When the
+    broker is trusted (TRACKER_WS_TRUST_LOG_END, e.g. Apache Kafka) nothing is read, until a
+    fetch or a read shows an answer short of the end: from then on it is read as if untrusted.
+    """
+
+    def __init__(self, trusted: bool = False) -> None:
+        self.trusted = trusted
+        self.short: str | None = None  # the first answer seen short of the end, for the log
+
+    @property
+    def active(self) -> bool:
+        return not self.trusted or self.short is not None
+
+    def to_read(self, reported: Mapping[K, int], fetched: Mapping[K, int | None]) -> dict[K, int]:
+        """`reported`: ListOffsets answers; `fetched`: the high watermark of the consumer's
+        last fetch of each partition (None: not fetched since it was assigned)."""
+        for key, end in reported.items():
+            high = fetched.get(key)
+            if high is not None and high > end:
+                self.saw_short(key, end, high)
+        if not self.active:
+            return {}
+        return {key: end for key, end in reported.items() if end and fetched.get(key) != end}
+
+    def saw_short(self, key: K, reported: int, end: int) -> bool:
+        """Records an answer short of the end; True the first time (worth a log line)."""
+        if self.short is not None:
+            return False
+        self.short = f"{key}: answered {reported}, holds records up to {end - 1}"
+        return True
+
+
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
     _probe: AIOKafkaConsumer | None = None
+    _log_end: LogEndCheck[Any] | None = None
 
-    async def _highwaters(self, partitions: list[TopicPartition]) -> Mapping[Any, int]:
-        """Log end offsets for table recovery, corrected by reading each partition's last
-        batch. The embedded Tansu answers ListOffsets(latest) with one past the *first*
-        offset of the last record batch, so a changelog whose last batch held several
-        records looked shorter than it is, and a table was recovered without them (lost
-        interest entries, stale positions after a rebalance)."""
-        reported: Mapping[Any, int] = await super()._highwaters(partitions)
-        try:
-            seen = await asyncio.wait_for(self._last_offsets(reported), PROBE_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("could not read the last batch of %d partitions: %r", len(reported), exc)
+    async def highwaters(self, *partitions: Any) -> Mapping[Any, int]:
+        """Log end offsets for table recovery, corrected by reading the last batch of each
+        partition whose end is not confirmed (LogEndCheck). The embedded Tansu answers
+        ListOffsets(latest) with one past the *first* offset of the last record batch, so a
+        changelog whose last batch held several records looked shorter than it is, and a
+        table was recovered without them (lost interest entries, stale positions after a
+        rebalance)."""
+        reported: Mapping[Any, int] = await super().highwaters(*partitions)
+        result: Mapping[Any, int] = await self.call_thread(self._true_ends, reported)
+        return result
+
+    async def _true_ends(self, reported: Mapping[Any, int]) -> Mapping[Any, int]:
+        """Runs in the consumer's thread."""
+        check = self._ensure_log_end()
+        kafka = self._ensure_consumer()
+        assigned = kafka.assignment()
+        fetched = {tp: kafka.highwater(tp) if tp in assigned else None for tp in reported}
+        first_short = check.short is None
+        wanted = check.to_read(reported, fetched)
+        if not wanted:
+            self._log_short(first_short, check)
             return reported
+        try:
+            seen = await asyncio.wait_for(self._last_offsets(wanted), PROBE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("could not read the last batch of %d partitions: %r", len(wanted), exc)
+            return reported
+        for tp, last in seen.items():
+            if last + 1 > reported[tp]:
+                check.saw_short(tp, reported[tp], last + 1)
+        self._log_short(first_short, check)
         return {tp: true_end(end, seen.get(tp)) for tp, end in reported.items()}
+
+    def _ensure_log_end(self) -> LogEndCheck[Any]:
+        if self._log_end is None:
+            settings = getattr(self.app, "rt", None)
+            self._log_end = LogEndCheck(settings.settings.trust_log_end if settings else False)
+        return self._log_end
+
+    @staticmethod
+    def _log_short(first: bool, check: LogEndCheck[Any]) -> None:
+        if first and check.short is not None:
+            log.warning(
+                "the broker answers log end offsets short of the last record batch (%s):"
+                " table recovery reads each changelog's last batch from now on",
+                check.short,
+            )
 
     async def _last_offsets(self, reported: Mapping[Any, int]) -> dict[Any, int]:
         """Highest offset in each partition's last batch (a fetch from `reported - 1`)."""
