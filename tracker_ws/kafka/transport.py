@@ -142,12 +142,16 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
 
     @staticmethod
     def _log_short(first: bool, check: LogEndCheck[Any]) -> None:
-        if first and check.short is not None:
+        if not first or check.short is None:
+            return
+        if check.trusted:
             log.warning(
-                "the broker answers log end offsets short of the last record batch (%s):"
-                " table recovery reads each changelog's last batch from now on",
+                "TRACKER_WS_TRUST_LOG_END is set but the broker answered a log end offset short"
+                " of the last record batch (%s): reading changelogs' last batches from now on",
                 check.short,
             )
+        else:
+            log.info("the broker answers log end offsets short of the last batch (%s)", check.short)
 
     async def _last_offsets(self, reported: Mapping[Any, int]) -> dict[Any, int]:
         """Highest offset in each partition's last batch (a fetch from `reported - 1`)."""
