@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +43,8 @@ from bench.stack import Server, Stack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
 from tracker_ws.simulator import sim_id
+
+T = TypeVar("T")
 
 P99_LIMIT_MS = 100.0
 
@@ -782,6 +785,15 @@ async def s5_ingest(ctx: Ctx, vehicles: int, events: int, window_s: float) -> di
         t_start = time.monotonic()
         samples: list[tuple[float, float, float]] = [(t_start, ok0, run.server.watch.cpu())]
         produce = asyncio.create_task(run.producer.blast(events))
+        # The profile covers the measuring window itself (from 1 s in), not what is left after.
+        profiling = None
+        if ctx.profile and ctx.py_spy:
+            out = ctx.out_dir / f"{ctx.stamp}-profile-S5-tracker.svg"
+            seconds = max(2.0, min(8.0, window_s - 2.0))
+            progress(f"  worker: py-spy record for {seconds:g} s while the backlog drains → {out}")
+            profiling = asyncio.create_task(
+                _later(1.0, py_spy_record(ctx, worker.process.pid, seconds, out))
+            )
         done = False
         while time.monotonic() - t_start < window_s:
             await asyncio.sleep(0.5)
@@ -806,11 +818,7 @@ async def s5_ingest(ctx: Ctx, vehicles: int, events: int, window_s: float) -> di
             f"steady {rate:.0f} events/s at {cpu_util:.0%} CPU ({cpu_rate:.0f} per CPU-s); "
             f"producer took {produce_s:.1f} s"
         )
-        profile = None
-        if ctx.profile and ctx.py_spy and not done:
-            out = ctx.out_dir / f"{ctx.stamp}-profile-S5-tracker.svg"
-            progress(f"  worker: py-spy record for 10 s while the backlog drains → {out}")
-            profile = await py_spy_record(ctx, worker.process.pid, 10.0, out)
+        profile = await profiling if profiling is not None else None
         await asyncio.to_thread(worker.stop)  # free the server CPU for the raw consumer
         raw = await raw_consumer(ctx, run.stack.bootstrap, run.producer.total_sent)
         progress(
@@ -833,6 +841,11 @@ async def s5_ingest(ctx: Ctx, vehicles: int, events: int, window_s: float) -> di
             "ratio_to_raw": round(rate / eps, 4) if eps else None,
             "profile": profile,
         }
+
+
+async def _later(delay: float, coro: Awaitable[T]) -> T:
+    await asyncio.sleep(delay)
+    return await coro
 
 
 async def py_spy_record(ctx: Ctx, pid: int, seconds: float, out: Path) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from tracker_ws.domain.events import load_json, parse_gps_event
 from tracker_ws.domain.models import VehicleStatus
 from tracker_ws.domain.status import derive_status, next_still_since
 from tracker_ws.domain.subscriptions import position_keys
+from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, Tables, Topics
 
@@ -33,7 +34,6 @@ Router = Callable[[Iterable[str], int], list[str]]
 
 
 TAKE_MAX = 1000
-TAKE_WITHIN_S = 0.002
 TABLE_EVERY_S = 10.0
 
 
@@ -149,9 +149,10 @@ def install(
         )
         return "ok"
 
-    async def positions(stream: Any) -> None:  # faust.Stream; take_events is not in StreamT
-        # Batches of events (one Redis round trip per batch); `within` bounds the wait.
-        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+    async def positions(stream: Any) -> None:  # a BatchStream (the app's Stream class)
+        assert isinstance(stream, BatchStream), "TrackerApp sets Stream=BatchStream"
+        # Whatever is queued, at once (kafka/stream.py): the work is per batch.
+        async for batch in stream.batches(TAKE_MAX):
             started = time.perf_counter()
             now = time.time()
             for event in batch:

@@ -1,0 +1,1 @@
+"""Every extension of Faust's Kafka consumer, in one place."""
