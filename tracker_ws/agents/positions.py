@@ -40,14 +40,19 @@ TABLE_EVERY_S = 10.0
 def table_router(rt: Runtime, tables: Tables) -> Router:
     """Routes by the `subscriptions` table (local dictionary reads, no network), plus this
     instance's own index, which knows about a new local subscriber before the table does."""
-    subs = tables.subscriptions
+    # The table's store, read directly: a plain dictionary read per key, where the table's
+    # own `get` raises and catches a KeyError for every key nobody subscribed to and calls
+    # the sensors (three or four keys per fix).
+    subs_table = tables.subscriptions
     me = rt.settings.instance_id
 
     def route(keys: Iterable[str], partition: int) -> list[str]:
         keys = list(keys)
         targets: set[str] = set()
+        suffix = f"#p{partition}"
+        subs = subs_table.data
         for key in keys:
-            entry = subs.get(f"{key}#p{partition}")
+            entry = subs.get(key + suffix)
             if entry:
                 targets.update(entry)
         # This instance decides for itself from its own index: it knows about a new local
@@ -107,7 +112,8 @@ def install(
 
     def latest(vid: str) -> dict[str, Any] | None:
         mine = hot.get(vid)
-        table: dict[str, Any] | None = last_positions.get(vid)
+        # The store, without the table's sensors (see table_router).
+        table: dict[str, Any] | None = last_positions.data.get(vid)
         if mine is None or (table is not None and table["env"]["ts"] > mine["env"]["ts"]):
             return table  # a partition that came back to us: the table knows better
         return mine
@@ -155,6 +161,7 @@ def install(
         async for batch in stream.batches(TAKE_MAX):
             started = time.perf_counter()
             now = time.time()
+            counts = dict.fromkeys(outcomes, 0)
             for event in batch:
                 msg = event.message
                 try:
@@ -172,7 +179,10 @@ def install(
                             msg.offset,
                         ),
                     )
-                outcomes[outcome].inc()
+                counts[outcome] += 1
+            for outcome, n in counts.items():
+                if n:
+                    outcomes[outcome].inc(n)
             processing.observe((time.perf_counter() - started) / max(1, len(batch)))
 
     agent = app.agent(topics.gps, name="tracker_ws.positions")(positions)
