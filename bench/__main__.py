@@ -60,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--s3-connections", type=int, help="S3 connections (10000; quick 1000)")
     p.add_argument("--s5-events", type=int, help="S5 backlog of fixes (100000; quick 20000)")
     p.add_argument("--s5-seconds", type=float, help="S5 measuring window (20; quick 8)")
+    p.add_argument(
+        "--s5-workers",
+        type=int,
+        default=1,
+        help="S5: also ingest the backlog with this many workers of one group (same CPU) and "
+        "report the CPU-normalised scaling against one worker (default 1: not run)",
+    )
     p.add_argument("--step-seconds", type=float, help="length of one ramp step (6; quick 3)")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes")
     p.add_argument(
@@ -190,7 +197,7 @@ async def run_all(args: argparse.Namespace, ctx: scenarios.Ctx, stamp: str) -> d
     if "S5" in wanted:
         n = args.s2_vehicles
         results["S5"] = await _guard(
-            scenarios.s5_ingest(ctx, n, args.s5_events, args.s5_seconds), "S5"
+            scenarios.s5_ingest(ctx, n, args.s5_events, args.s5_seconds, args.s5_workers), "S5"
         )
         save("S5")
     return results

@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +43,8 @@ from bench.stack import Server, Stack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
 from tracker_ws.simulator import sim_id
+
+T = TypeVar("T")
 
 P99_LIMIT_MS = 100.0
 
@@ -759,14 +762,44 @@ async def s4_two(
 # ------------------------------------------------------------------------------ S5
 
 
-async def s5_ingest(ctx: Ctx, vehicles: int, events: int, window_s: float) -> dict[str, Any]:
-    """A backlog of `events` fixes is produced at full speed (far faster than the worker
-    drains it); the worker's ok-counter is sampled for at most `window_s` seconds and its
-    slope is the ingest rate. Then, with the worker stopped, a raw aiokafka consumer on the same
-    CPU reads the same topic from the beginning."""
+async def s5_ingest(
+    ctx: Ctx, vehicles: int, events: int, window_s: float, workers: int = 1
+) -> dict[str, Any]:
+    """S5 with one worker and the raw consumer; with `workers` > 1, the same backlog again
+    on that many workers of one consumer group (same CPU), for the CPU-normalised scaling:
+    workers × (events per CPU-s with N) ÷ (events per CPU-s with one)."""
+    result = await s5_backlog(ctx, vehicles, events, window_s, 1, raw=True)
+    if workers > 1:
+        many = await s5_backlog(ctx, vehicles, events, window_s, workers, raw=False)
+        one_cpu = result.get("worker_events_per_cpu_s")
+        n_cpu = many.get("worker_events_per_cpu_s")
+        many["scaling_cpu_normalised"] = (
+            round(workers * n_cpu / one_cpu, 2) if one_cpu and n_cpu else None
+        )
+        many["scaling_wall"] = (
+            round(many["worker_events_per_s"] / result["worker_events_per_s"], 2)
+            if result.get("worker_events_per_s")
+            else None
+        )
+        progress(
+            f"  S5 scaling, {workers} workers vs one: ×{many['scaling_cpu_normalised']} "
+            f"CPU-normalised, ×{many['scaling_wall']} wall clock (same CPU)"
+        )
+        result["multi"] = many
+    return result
+
+
+async def s5_backlog(
+    ctx: Ctx, vehicles: int, events: int, window_s: float, workers: int, *, raw: bool
+) -> dict[str, Any]:
+    """A backlog of `events` fixes is produced at full speed (far faster than the workers
+    drain it); the workers' ok-counters are sampled for at most `window_s` seconds and their
+    slope is the ingest rate. Then (`raw`), with the worker stopped, a raw aiokafka consumer
+    on the same CPU reads the same topic from the beginning."""
     fleet = BenchFleet.build(vehicles, 20)
-    progress(f"S5: ingest backlog of {events} fixes: GPS agent vs a raw aiokafka consumer")
-    async with Run(ctx, "tracker", fleet) as run:
+    what = "one worker" if workers == 1 else f"{workers} workers"
+    progress(f"S5: ingest backlog of {events} fixes on {what}")
+    async with Run(ctx, "tracker", fleet, instances=workers) as run:
         assert run.server is not None and run.producer is not None
         # One dispatcher per company: every fix is routed and delivered somewhere.
         specs = [
@@ -774,18 +807,32 @@ async def s5_ingest(ctx: Ctx, vehicles: int, events: int, window_s: float) -> di
             for i, c in enumerate(fleet.companies())
         ]
         await run.connect(specs)
+        urls = [w.url for w in run.stack.workers]
         worker = run.stack.workers[0]
+
+        def ok_total() -> float:
+            return sum(stream_ok(url) for url in urls)
+
         if not await run.warmup(200.0):
             progress("  S5: warm-up saw no deliveries")
         await run.quiesce()
-        ok0 = await asyncio.to_thread(stream_ok, worker.url)
+        ok0 = await asyncio.to_thread(ok_total)
         t_start = time.monotonic()
         samples: list[tuple[float, float, float]] = [(t_start, ok0, run.server.watch.cpu())]
         produce = asyncio.create_task(run.producer.blast(events))
+        # The profile covers the measuring window itself (from 1 s in), not what is left after.
+        profiling = None
+        if ctx.profile and ctx.py_spy and workers == 1:
+            out = ctx.out_dir / f"{ctx.stamp}-profile-S5-tracker.svg"
+            seconds = max(2.0, min(8.0, window_s - 2.0))
+            progress(f"  worker: py-spy record for {seconds:g} s while the backlog drains → {out}")
+            profiling = asyncio.create_task(
+                _later(1.0, py_spy_record(ctx, worker.process.pid, seconds, out))
+            )
         done = False
         while time.monotonic() - t_start < window_s:
             await asyncio.sleep(0.5)
-            ok = await asyncio.to_thread(stream_ok, worker.url)
+            ok = await asyncio.to_thread(ok_total)
             samples.append((time.monotonic(), ok, run.server.watch.cpu()))
             if ok - ok0 >= events:
                 done = True
@@ -802,23 +849,14 @@ async def s5_ingest(ctx: Ctx, vehicles: int, events: int, window_s: float) -> di
         cpu_rate = (hi[1] - lo[1]) / max(1e-6, hi[2] - lo[2])
         cpu_util = (hi[2] - lo[2]) / max(1e-6, hi[0] - lo[0])
         progress(
-            f"  worker: {processed:.0f} of {events} events in {hi[0] - t_start:.1f} s; "
-            f"steady {rate:.0f} events/s at {cpu_util:.0%} CPU ({cpu_rate:.0f} per CPU-s); "
+            f"  {what}: {processed:.0f} of {events} events in {hi[0] - t_start:.1f} s; "
+            f"steady {rate:.0f} events/s at {cpu_util:.0%} CPU ({cpu_rate:.0f} per CPU-s, "
+            f"{1e6 / cpu_rate if cpu_rate else 0:.0f} µs CPU per event); "
             f"producer took {produce_s:.1f} s"
         )
-        profile = None
-        if ctx.profile and ctx.py_spy and not done:
-            out = ctx.out_dir / f"{ctx.stamp}-profile-S5-tracker.svg"
-            progress(f"  worker: py-spy record for 10 s while the backlog drains → {out}")
-            profile = await py_spy_record(ctx, worker.process.pid, 10.0, out)
-        await asyncio.to_thread(worker.stop)  # free the server CPU for the raw consumer
-        raw = await raw_consumer(ctx, run.stack.bootstrap, run.producer.total_sent)
-        progress(
-            f"  raw aiokafka consumer: {raw.get('events_per_s')} events/s "
-            f"({raw.get('events_per_cpu_s')} per CPU-s)"
-        )
-        eps = raw.get("events_per_s")
-        return {
+        profile = await profiling if profiling is not None else None
+        out_: dict[str, Any] = {
+            "workers": workers,
             "events": events,
             "window_s": window_s,
             "processed_ok": int(processed),
@@ -827,12 +865,28 @@ async def s5_ingest(ctx: Ctx, vehicles: int, events: int, window_s: float) -> di
             "producer_rate": round(events / produce_s, 1) if produce_s else None,
             "worker_events_per_s": round(rate, 1),
             "worker_events_per_cpu_s": round(cpu_rate, 1),
+            "worker_cpu_us_per_event": round(1e6 / cpu_rate, 1) if cpu_rate else None,
             "worker_cpu_util": round(cpu_util, 3),
             "samples": [(round(t - t_start, 2), v - ok0) for t, v, _ in samples],
-            "raw": raw,
-            "ratio_to_raw": round(rate / eps, 4) if eps else None,
             "profile": profile,
         }
+        if not raw:
+            return out_
+        await asyncio.to_thread(worker.stop)  # free the server CPU for the raw consumer
+        raw_ = await raw_consumer(ctx, run.stack.bootstrap, run.producer.total_sent)
+        progress(
+            f"  raw aiokafka consumer: {raw_.get('events_per_s')} events/s "
+            f"({raw_.get('events_per_cpu_s')} per CPU-s)"
+        )
+        eps = raw_.get("events_per_s")
+        out_["raw"] = raw_
+        out_["ratio_to_raw"] = round(rate / eps, 4) if eps else None
+        return out_
+
+
+async def _later(delay: float, coro: Awaitable[T]) -> T:
+    await asyncio.sleep(delay)
+    return await coro
 
 
 async def py_spy_record(ctx: Ctx, pid: int, seconds: float, out: Path) -> dict[str, Any] | None:

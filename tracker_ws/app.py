@@ -25,6 +25,7 @@ from tracker_ws.config import Settings
 from tracker_ws.domain.errors import ConfigError
 from tracker_ws.kafka import compat, consumer_watch
 from tracker_ws.kafka.app import KafkaApp
+from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
 from tracker_ws.watchdog import ShutdownWatchdog
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         # Our driver (web/listeners.py, registered as `tracker` in setup.cfg): public, TLS and
         # internal listeners. Faust's own views live on the internal one, so that is the
         # web_bind/web_port, and web_host is what the other instances route keys to.
+        # Streams that can hand their agent whole batches (the GPS agent uses them).
+        Stream=BatchStream,
         web="tracker://",
         web_port=settings.internal_port,
         web_bind=settings.internal_host,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tests.support.bad_input import BAD_LAST_EVENT_IDS
-from tracker_ws.domain.errors import InvalidMessage
-from tracker_ws.domain.validate import MAX_STREAM_EVENT_ID, choice, last_event_id
+from tracker_ws.domain.errors import InvalidEvent, InvalidMessage
+from tracker_ws.domain.validate import MAX_STREAM_EVENT_ID, choice, integer, last_event_id, number
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,22 @@ def test_choice_returns_a_listed_string() -> None:
 def test_choice_refuses_other_values_and_unhashable_ones(value: Any) -> None:
     with pytest.raises(InvalidMessage, match="level must be one of info, warning"):
         choice(value, "level", InvalidMessage, iter(("info", "warning")))
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), True, False, "1", None]
+)
+def test_number_refuses_what_is_not_a_finite_number_in_range(value: object) -> None:
+    with pytest.raises(InvalidEvent):
+        number(value, "speed", InvalidEvent, -10, 10)
+
+
+def test_number_and_integer_accept_plain_values_at_the_bounds() -> None:
+    assert number(-10, "x", InvalidEvent, -10, 10) == -10.0
+    assert isinstance(number(10, "x", InvalidEvent, -10, 10), float)
+    assert number(2.5, "x", InvalidEvent, -10, 10) == 2.5
+    assert integer(7, "x", InvalidEvent, 0, 7) == 7
+    assert integer(3.0, "x", InvalidEvent, 0, 7) == 3
+    for bad in (True, 8, -1, 2.5):
+        with pytest.raises(InvalidEvent):
+            integer(bad, "x", InvalidEvent, 0, 7)

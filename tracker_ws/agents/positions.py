@@ -23,6 +23,7 @@ from tracker_ws.domain.events import load_json, parse_gps_event
 from tracker_ws.domain.models import VehicleStatus
 from tracker_ws.domain.status import derive_status, next_still_since
 from tracker_ws.domain.subscriptions import position_keys
+from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, Tables, Topics
 
@@ -33,21 +34,25 @@ Router = Callable[[Iterable[str], int], list[str]]
 
 
 TAKE_MAX = 1000
-TAKE_WITHIN_S = 0.002
 TABLE_EVERY_S = 10.0
 
 
 def table_router(rt: Runtime, tables: Tables) -> Router:
     """Routes by the `subscriptions` table (local dictionary reads, no network), plus this
     instance's own index, which knows about a new local subscriber before the table does."""
-    subs = tables.subscriptions
+    # The table's store, read directly: a plain dictionary read per key, where the table's
+    # own `get` raises and catches a KeyError for every key nobody subscribed to and calls
+    # the sensors (three or four keys per fix).
+    subs_table = tables.subscriptions
     me = rt.settings.instance_id
 
     def route(keys: Iterable[str], partition: int) -> list[str]:
         keys = list(keys)
         targets: set[str] = set()
+        suffix = f"#p{partition}"
+        subs = subs_table.data
         for key in keys:
-            entry = subs.get(f"{key}#p{partition}")
+            entry = subs.get(key + suffix)
             if entry:
                 targets.update(entry)
         # This instance decides for itself from its own index: it knows about a new local
@@ -107,7 +112,8 @@ def install(
 
     def latest(vid: str) -> dict[str, Any] | None:
         mine = hot.get(vid)
-        table: dict[str, Any] | None = last_positions.get(vid)
+        # The store, without the table's sensors (see table_router).
+        table: dict[str, Any] | None = last_positions.data.get(vid)
         if mine is None or (table is not None and table["env"]["ts"] > mine["env"]["ts"]):
             return table  # a partition that came back to us: the table knows better
         return mine
@@ -149,11 +155,13 @@ def install(
         )
         return "ok"
 
-    async def positions(stream: Any) -> None:  # faust.Stream; take_events is not in StreamT
-        # Batches of events (one Redis round trip per batch); `within` bounds the wait.
-        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+    async def positions(stream: Any) -> None:  # a BatchStream (the app's Stream class)
+        assert isinstance(stream, BatchStream), "TrackerApp sets Stream=BatchStream"
+        # Whatever is queued, at once (kafka/stream.py): the work is per batch.
+        async for batch in stream.batches(TAKE_MAX):
             started = time.perf_counter()
             now = time.time()
+            counts = dict.fromkeys(outcomes, 0)
             for event in batch:
                 msg = event.message
                 try:
@@ -171,7 +179,10 @@ def install(
                             msg.offset,
                         ),
                     )
-                outcomes[outcome].inc()
+                counts[outcome] += 1
+            for outcome, n in counts.items():
+                if n:
+                    outcomes[outcome].inc(n)
             processing.observe((time.perf_counter() - started) / max(1, len(batch)))
 
     agent = app.agent(topics.gps, name="tracker_ws.positions")(positions)

@@ -25,6 +25,11 @@ def uuid_str(value: object, field: str, error: type[TrackerError]) -> str:
 
 
 def number(value: object, field: str, error: type[TrackerError], lo: float, hi: float) -> float:
+    # Fast path (every field of every fix): a plain int or float within bounds. NaN and the
+    # infinities fail the comparison and get the full check below; bool is neither type.
+    kind = type(value)
+    if (kind is float or kind is int) and lo <= value <= hi:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise error(f"{field} must be a number, got {value!r:.60}")
     f = float(value)
@@ -34,6 +39,8 @@ def number(value: object, field: str, error: type[TrackerError], lo: float, hi: 
 
 
 def integer(value: object, field: str, error: type[TrackerError], lo: int, hi: int) -> int:
+    if type(value) is int and lo <= value <= hi:  # fast path; bool is not `int` here
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise error(f"{field} must be an integer, got {value!r:.60}")
     if isinstance(value, float):

@@ -4,6 +4,10 @@
 - transport.py: the consumer, its thread and the transport; offset_guard.py: the pure rules
   of what may reach the agents; consumer_watch.py: stall detection, the admin view of the
   consumer, broker reachability.
+- drain.py, stream.py, producer.py: the batch hand-over (one race against flow control per
+  fetched batch, not per record; the GPS agent takes whole queued batches) and a producer
+  buffer that absorbs the first-sight burst of changelog writes without stalling the
+  conductor (issue 11).
 - compat.py: every private name of faust-streaming, mode and aiokafka still used, checked at
   start-up against the pinned versions (setup.cfg); a missing one stops the worker with one
   line naming it.

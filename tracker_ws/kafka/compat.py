@@ -78,6 +78,22 @@ PRIVATES: tuple[Private, ...] = (
     # items in `_queue`; mode's own clear() empties that same deque.
     Private("asyncio.queues:Queue", "_queue", "kafka/app.py reads the items", "_init"),
     Private("mode.utils.queues:ThrowableQueue", "_queue", "mode clears it", "clear"),
+    # kafka/drain.py: the batch hand-over replaces Faust's per-record drain loop.
+    Private(_FAUST_CONSUMER, "_drain_messages", "kafka/drain.py overrides it"),
+    Private(
+        "faust.transport.consumer:Fetcher", "_drain_messages", "the fetcher calls it", "_fetcher"
+    ),
+    Private(_FAUST_CONSUMER, "_n_acked", "kafka/drain.py commits every N acks"),
+    Private(_FAUST_CONSUMER, "_commit_every", "kafka/drain.py", "__init__"),
+    Private("mode.services:Service", "_stopped", "kafka/drain.py", "__init__"),
+    Private("faust.transport.consumer", "CONSUMER_FETCHING", "kafka/drain.py sets the flag"),
+    # kafka/producer.py: the producer buffer's limit (a public attribute set in __init__).
+    Private(
+        "faust.transport.producer:ProducerBuffer",
+        "max_messages",
+        "kafka/producer.py",
+        "wait_until_ebb",
+    ),
     # agents/registry.py: a metadata refresh for a just-created topic.
     Private(_KAFKA_CONSUMER, "_client", "agents/registry.py", "__init__"),
 )
@@ -111,6 +127,7 @@ def _missing(p: Private, resolve: Callable[[str], Any]) -> str | None:
     method = inspect.getattr_static(owner, p.within, None)
     if isinstance(method, property):
         method = method.fget
+    method = getattr(method, "fun", method)  # mode's @Service.task wraps the function
     code = getattr(inspect.unwrap(method), "__code__", None) if method is not None else None
     if code is None:
         return f"{label}.{p.within} is gone"
@@ -122,7 +139,7 @@ def _missing(p: Private, resolve: Callable[[str], Any]) -> str | None:
 def _import(path: str) -> Any:
     module, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
+    for part in filter(None, attr.split(".")):  # "module" alone names a module constant
         obj = getattr(obj, part)
     return obj
 

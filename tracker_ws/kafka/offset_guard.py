@@ -33,6 +33,10 @@ class Verdict:
     gave_up: bool = False  # DELIVER past a hole that never filled (max_rewinds tries)
 
 
+# The verdict for nearly every record, built once (checked per record at full ingest).
+DELIVERED = Verdict(DELIVER)
+
+
 class OffsetGuard(Generic[K]):
     def __init__(self, max_rewinds: int = 5) -> None:
         self.max_rewinds = max_rewinds
@@ -71,8 +75,9 @@ class OffsetGuard(Generic[K]):
         want = self._next.get(key)
         if want is None or offset == want:
             self._next[key] = offset + 1
-            self._rewinds.pop(key, None)
-            return Verdict(DELIVER)
+            if self._rewinds:
+                self._rewinds.pop(key, None)
+            return DELIVERED
         if offset < want:
             return Verdict(DUPLICATE)
         hole, tries = self._rewinds.get(key, (want, 0))

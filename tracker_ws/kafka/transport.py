@@ -28,7 +28,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 
+from tracker_ws.kafka.drain import BatchDrain
 from tracker_ws.kafka.offset_guard import DELIVER, REWIND, OffsetGuard, Verdict
+from tracker_ws.kafka.producer import Producer
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +226,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
         return committed
 
 
-class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class Consumer(BatchDrain, faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's consumer with two guarantees Faust lacks after rebalances (offset_guard.py):
     no hole in what reaches the agents, and no ack for a record the agents never saw."""
 
@@ -361,3 +363,4 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
 class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
     Consumer = Consumer
+    Producer = Producer
