@@ -215,6 +215,19 @@ VARIABLES: tuple[Var, ...] = (
         "Faust's data directory"),
     Var("TRACKER_WS_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", "int", 50,
         "consumer fetch long-poll (`tracker_ws/transport.py`)", min=0, max=60000),
+    Var("TRACKER_WS_KAFKA_SESSION_TIMEOUT", "kafka_session_timeout_s", "float", 2.0,
+        "seconds without a heartbeat before the broker drops an instance from the consumer group"
+        " (kill -9 failover); a real Kafka refuses less than its group.min.session.timeout.ms "
+        "(6 s unless lowered)", min=0.5, max=3600),
+    Var("TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL", "kafka_heartbeat_interval_s", "float", 0.25,
+        "seconds between consumer-group heartbeats (how soon a rebalance is noticed); below a "
+        "third of the session timeout", min=0.05, max=600),
+    Var("TRACKER_WS_KAFKA_REBALANCE_TIMEOUT", "kafka_rebalance_timeout_s", "float", 20.0,
+        "seconds a real Kafka waits for every member to rejoin during a rebalance", min=1,
+        max=3600),
+    Var("TRACKER_WS_STANDBY_REPLICAS", "standby_replicas", "int", 0,
+        "standby copies of each table partition kept warm on other instances (no changelog "
+        "replay after a failover)", min=0, max=10),
     Var("TRACKER_WS_STALL_AFTER_S", "stall_after_s", "float", 20.0,
         "seconds an input partition may hold waiting records without progress before it is "
         "logged and listed in `/health` as `stalledPartitions`", min=1),
@@ -271,6 +284,11 @@ class Settings:
     data_dir: str = ".dev/faust"
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
+    # issue 11: consumer group (failover) and table standbys
+    kafka_session_timeout_s: float = 2.0
+    kafka_heartbeat_interval_s: float = 0.25
+    kafka_rebalance_timeout_s: float = 20.0
+    standby_replicas: int = 0
     # issue 10: web listeners (web/listeners.py)
     internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose
     internal_port: int = 8092
@@ -303,7 +321,19 @@ class Settings:
             values[var.field] = var.parse(raw)
         if values.get("jwt_public_key"):
             values["jwt_algorithms"] = ("RS256", "ES256")
-        return cls(**values)
+        settings = cls(**values)
+        settings.check_group_timing()
+        return settings
+
+    def check_group_timing(self) -> None:
+        """The heartbeat must fit several times into the session timeout, or one late
+        heartbeat drops a healthy instance from the group (ConfigError naming both)."""
+        if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
+            raise ConfigError(
+                f"TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL ({_num(self.kafka_heartbeat_interval_s)}) "
+                f"must be at most a third of TRACKER_WS_KAFKA_SESSION_TIMEOUT "
+                f"({_num(self.kafka_session_timeout_s)})"
+            )
 
     def auth_problem(self) -> str | None:
         """Why a worker must not start with these token settings, or None.
