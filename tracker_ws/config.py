@@ -218,8 +218,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRACKER_WS_KAFKA_SESSION_TIMEOUT", "kafka_session_timeout_s", "float", 2.0,
         "seconds without a heartbeat before the broker drops an instance from the consumer group"
         " (kill -9 failover); a real Kafka refuses less than its group.min.session.timeout.ms "
-        "(6 s unless lowered)", min=0.5, max=3600),
-    Var("TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL", "kafka_heartbeat_interval_s", "float", 0.25,
+        "(6 s unless lowered)", min=0.5, max=30),
+    Var("TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL", "kafka_heartbeat_interval_s", "float", 0.1,
         "seconds between consumer-group heartbeats (how soon a rebalance is noticed); below a "
         "third of the session timeout", min=0.05, max=600),
     Var("TRACKER_WS_KAFKA_REBALANCE_TIMEOUT", "kafka_rebalance_timeout_s", "float", 20.0,
@@ -286,7 +286,7 @@ class Settings:
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
     # issue 11: consumer group (failover) and table standbys
     kafka_session_timeout_s: float = 2.0
-    kafka_heartbeat_interval_s: float = 0.25
+    kafka_heartbeat_interval_s: float = 0.1
     kafka_rebalance_timeout_s: float = 20.0
     standby_replicas: int = 0
     # issue 10: web listeners (web/listeners.py)

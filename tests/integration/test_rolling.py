@@ -55,7 +55,7 @@ from tracker_ws.devstack import Worker, wait_for
 DB = 8
 DRAIN_RATE = 20  # closes per second while draining
 CLIENTS = 60
-FIXES_PER_TICK = 2  # per 50 ms tick: ~40 fixes/s over the 24 vehicles
+FIXES_PER_TICK = 3  # per 50 ms tick: ~50 fixes/s, each of the 24 vehicles every ~0.45 s
 # Issue 11: no client goes longer than this without a position during the rolling restart
 # (its own reconnect, the hand-over of the stopping instance's partitions, the rejoin).
 MAX_POSITION_GAP_S = 3.0
@@ -197,9 +197,9 @@ async def load(
     fleet: FleetDriver,
     stop: asyncio.Event,
 ) -> int:
-    """Fixes at ~40/s, round-robin over every vehicle (each gets one about every 0.6 s, so a
-    pause in delivery is not hidden by a lull in the load), and replayable events at ~5/s;
-    returns the number of fixes."""
+    """Fixes at ~50/s, round-robin over every vehicle (each gets one about every 0.45 s, so
+    a client's longest gap is the service's pause plus at most that, not a lull of a random
+    load), and replayable events at ~5/s; returns the number of fixes."""
     rng = random.Random(deploy.rng.random())
     users = [r.user for r in riders]
     order = [v for c in companies for v in c.vehicles]
