@@ -224,10 +224,11 @@ VARIABLES: tuple[Var, ...] = (
         "third of the session timeout", min=0.05, max=600),
     Var("TRACKER_WS_KAFKA_REBALANCE_TIMEOUT", "kafka_rebalance_timeout_s", "float", 20.0,
         "seconds a real Kafka waits for every member to rejoin during a rebalance", min=1,
-        max=3600),
+        max=300),
     Var("TRACKER_WS_STANDBY_REPLICAS", "standby_replicas", "int", 0,
-        "standby copies of each table partition kept warm on other instances (no changelog "
-        "replay after a failover)", min=0, max=10),
+        "standby copies of each table partition on other instances (Faust's "
+        "table_standby_replicas); with the in-memory tables they do not shorten a failover "
+        "(README, Failover)", min=0, max=10),
     Var("TRACKER_WS_STALL_AFTER_S", "stall_after_s", "float", 20.0,
         "seconds an input partition may hold waiting records without progress before it is "
         "logged and listed in `/health` as `stalledPartitions`", min=1),
