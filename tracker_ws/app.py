@@ -23,7 +23,7 @@ from tracker_ws.agents.registry import RegistryReader
 from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
 from tracker_ws.domain.errors import ConfigError
-from tracker_ws.kafka import compat, consumer_watch
+from tracker_ws.kafka import compat, consumer_watch, group_leave
 from tracker_ws.kafka.app import KafkaApp
 from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
@@ -47,6 +47,7 @@ class TrackerApp(KafkaApp):
     rt: Runtime
     tls_context: ssl.SSLContext | None = None  # the WSS listener's (web/listeners.py)
     stop_watchdog: ShutdownWatchdog
+    _leaving: group_leave.Membership | None = None
 
     def worker_init(self) -> None:
         super().worker_init()
@@ -62,6 +63,19 @@ class TrackerApp(KafkaApp):
             with contextlib.suppress(Exception):
                 await drain(self.rt)
         await super().on_stop()
+        # The consumer stops after this (a child service); what it was, for on_shutdown.
+        self._leaving = group_leave.membership(self)
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        # The consumer has stopped. If aiokafka did not leave the group (the embedded broker's
+        # first generation, group_leave.py), leave now: the others take over the partitions
+        # at once instead of after the session timeout.
+        member = self._leaving
+        if member is not None and not member.left_by_the_client:
+            await group_leave.leave(
+                devstack.bootstrap_servers(self.rt.settings.kafka_broker), member
+            )
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -121,14 +135,14 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         web_in_thread=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="latest",
         stream_wait_empty=False,
-        # Small group timeouts: a single worker is ready in seconds, and a dead one is
-        # noticed quickly by the survivors.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=20.0,
+        # Consumer-group timing (README "Failover"): a dead instance is dropped after the
+        # session timeout; the heartbeat is how soon the others notice any rebalance.
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         broker_request_timeout=30.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,

@@ -218,6 +218,20 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRACKER_WS_TRUST_LOG_END", "trust_log_end", "bool", False,
         "the broker's log end offsets are right (Apache Kafka): table recovery skips reading "
         "changelogs' last batches until one is seen short (`tracker_ws/kafka/`)"),
+    Var("TRACKER_WS_KAFKA_SESSION_TIMEOUT", "kafka_session_timeout_s", "float", 2.0,
+        "seconds without a heartbeat before the broker drops an instance from the consumer group"
+        " (kill -9 failover); a real Kafka refuses less than its group.min.session.timeout.ms "
+        "(6 s unless lowered)", min=0.5, max=30),
+    Var("TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL", "kafka_heartbeat_interval_s", "float", 0.1,
+        "seconds between consumer-group heartbeats (how soon a rebalance is noticed); below a "
+        "third of the session timeout", min=0.05, max=600),
+    Var("TRACKER_WS_KAFKA_REBALANCE_TIMEOUT", "kafka_rebalance_timeout_s", "float", 20.0,
+        "seconds a real Kafka waits for every member to rejoin during a rebalance", min=1,
+        max=300),
+    Var("TRACKER_WS_STANDBY_REPLICAS", "standby_replicas", "int", 0,
+        "standby copies of each table partition on other instances (Faust's "
+        "table_standby_replicas); with the in-memory tables they do not shorten a failover "
+        "(README, Failover)", min=0, max=10),
     Var("TRACKER_WS_STALL_AFTER_S", "stall_after_s", "float", 20.0,
         "seconds an input partition may hold waiting records without progress before it is "
         "logged and listed in `/health` as `stalledPartitions`", min=1),
@@ -275,6 +289,11 @@ class Settings:
     fetch_max_wait_ms: int = 50  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
     trust_log_end: bool = False  # skip reading changelogs' last batches (kafka/)
+    # issue 11: consumer group (failover) and table standbys
+    kafka_session_timeout_s: float = 2.0
+    kafka_heartbeat_interval_s: float = 0.1
+    kafka_rebalance_timeout_s: float = 20.0
+    standby_replicas: int = 0
     # issue 10: web listeners (web/listeners.py)
     internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose
     internal_port: int = 8092
@@ -307,7 +326,19 @@ class Settings:
             values[var.field] = var.parse(raw)
         if values.get("jwt_public_key"):
             values["jwt_algorithms"] = ("RS256", "ES256")
-        return cls(**values)
+        settings = cls(**values)
+        settings.check_group_timing()
+        return settings
+
+    def check_group_timing(self) -> None:
+        """The heartbeat must fit several times into the session timeout, or one late
+        heartbeat drops a healthy instance from the group (ConfigError naming both)."""
+        if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
+            raise ConfigError(
+                f"TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL ({_num(self.kafka_heartbeat_interval_s)}) "
+                f"must be at most a third of TRACKER_WS_KAFKA_SESSION_TIMEOUT "
+                f"({_num(self.kafka_session_timeout_s)})"
+            )
 
     def auth_problem(self) -> str | None:
         """Why a worker must not start with these token settings, or None.

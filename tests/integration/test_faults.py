@@ -47,6 +47,13 @@ from tracker_ws.agents.positions import partition_of
 from tracker_ws.devstack import Worker
 
 KILL_DB = 5  # the kill test's Redis database (cluster3 uses 1, the session worker 0)
+# Issue 11: after a kill -9 of 1 of 3, the dead instance's vehicles reach the survivors'
+# clients again within FAILOVER_TARGET_S (session timeout + one rebalance on the embedded
+# broker; measured 3.05–3.30 s). Timings are measured and printed; the test asserts only a
+# limit that the old consumer-group settings (16 s) cannot pass, so a loaded machine does not
+# turn a goal into a flaky test.
+FAILOVER_TARGET_S = 5.0
+FAILOVER_LIMIT_S = 8.0
 RATE = 20.0  # fixes per second while an instance dies
 BURST_RATE = 100.0  # fixes per second on the victim's partitions in its last half second
 LAT0 = 10.0  # flowing fixes carry their sequence number in the latitude: LAT0 + seq / 1000
@@ -357,6 +364,15 @@ async def _kill_with(cluster: Cluster, fleet: FleetDriver, broker_url: str) -> K
                     )[0]
                     if want != moved
                     else 0.0,
+                    # The first fix of a moved vehicle produced after the kill, by arrival.
+                    "back_after": min(
+                        (
+                            t - killed_at
+                            for t, _, v, p in arrivals
+                            if v in moved and (flow.sent_at(p["lat"]) or 0) > killed_at
+                        ),
+                        default=None,
+                    ),
                     "twice": len(arrivals) - len({(v, p["lat"]) for _, _, v, p in arrivals}),
                     "twice_moved": twice(arrivals, moved),
                     "back": backwards(arrivals),
@@ -370,6 +386,13 @@ async def _kill_with(cluster: Cluster, fleet: FleetDriver, broker_url: str) -> K
         reading.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await gather_close(*(c for c, _ in watchers), *(c for c, _ in doomed))
+
+
+def back_on_all(run: KillRun) -> float | None:
+    """Seconds from the kill until every watcher had received a fix of a moved vehicle
+    produced after the kill (arrival times taken by the clients; None: one never did)."""
+    backs = [w["back_after"] for w in run.watchers]
+    return None if None in backs else max(backs)
 
 
 def _report(run: KillRun) -> None:
@@ -393,6 +416,8 @@ def _report(run: KillRun) -> None:
         f"client at most ({max(r['twice_moved'] for r in rows)} of the dead instance's "
         f"{len(run.moved)} vehicles); a vehicle went back to an older fix "
         f"{max(r['back'] for r in rows)} times per client at most\n"
+        f"  the dead instance's vehicles back on every survivor's clients "
+        f"{secs(back_on_all(run))} after the kill (target {FAILOVER_TARGET_S:g} s)\n"
         f"  after the kill: delivery resumed {secs(run.resumed)}, partitions rebalanced "
         f"{secs(run.rebalanced)}, registry cleaned {secs(run.registry_cleaned)}, interest "
         f"pruned {secs(run.interest_pruned)}, stats forgot it {secs(run.stats_forgot)}"
@@ -417,6 +442,11 @@ def kill_run(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[KillRu
 
 def test_kill_9_clients_on_the_survivors_keep_receiving_in_order(kill_run: KillRun) -> None:
     assert kill_run.resumed is not None, "the dead instance's vehicles never came back"
+    back = back_on_all(kill_run)
+    assert back is not None and back <= FAILOVER_LIMIT_S, (
+        f"the dead instance's vehicles came back {back} s after the kill "
+        f"(target {FAILOVER_TARGET_S:g} s, limit {FAILOVER_LIMIT_S:g} s)"
+    )
     for w in kill_run.watchers:
         assert w["closed"] is None
         assert w["final_round"], "a round produced after the failover did not arrive"

@@ -55,6 +55,13 @@ from tracker_ws.devstack import Worker, wait_for
 DB = 8
 DRAIN_RATE = 20  # closes per second while draining
 CLIENTS = 60
+FIXES_PER_TICK = 3  # per 50 ms tick: ~50 fixes/s, each of the 24 vehicles every ~0.45 s
+# Issue 11: no client should go longer than POSITION_GAP_TARGET_S without a position during
+# the rolling restart (its own reconnect, the hand-over of the stopping instance's partitions,
+# the rejoin; measured 2.4–2.6 s, once 3.7 s). The gaps are printed; the test asserts only a
+# limit that the old consumer-group settings (10–41 s) cannot pass.
+POSITION_GAP_TARGET_S = 3.0
+MAX_POSITION_GAP_S = 8.0
 
 
 Sub = tuple[str, dict[str, Any]]
@@ -193,9 +200,13 @@ async def load(
     fleet: FleetDriver,
     stop: asyncio.Event,
 ) -> int:
-    """Fixes at ~20/s, replayable events at ~5/s; returns the number of fixes."""
+    """Fixes at ~50/s, round-robin over every vehicle (each gets one about every 0.45 s, so
+    a client's longest gap is the service's pause plus at most that, not a lull of a random
+    load), and replayable events at ~5/s; returns the number of fixes."""
     rng = random.Random(deploy.rng.random())
     users = [r.user for r in riders]
+    order = [v for c in companies for v in c.vehicles]
+    rng.shuffle(order)
     fixes = 0
     for tick in itertools.count():
         if stop.is_set():
@@ -213,10 +224,11 @@ async def load(
                 await events.maintenance(company.company_id, vid, source=source)
             else:
                 await events.alert([company.company_id], source=source)
-        vid = rng.choice(rng.choice(companies).vehicles)
-        value = orjson.dumps(fix(vid, lat=round(50 + rng.random(), 6)))
-        await fleet.producer.send("gps-events", key=vid.encode(), value=value)
-        fixes += 1
+        for _ in range(FIXES_PER_TICK):
+            vid = order[fixes % len(order)]
+            value = orjson.dumps(fix(vid, lat=round(50 + rng.random(), 6)))
+            await fleet.producer.send("gps-events", key=vid.encode(), value=value)
+            fixes += 1
         await asyncio.sleep(0.05)  # the load's pace
     return fixes
 
@@ -311,6 +323,35 @@ def position_times(client: SeedLikeClient) -> list[float]:
     ]
 
 
+def position_gap(client: SeedLikeClient, start: float, end: float) -> tuple[float, float]:
+    """(longest stretch within [start, end] without a position frame, when it began)."""
+    times = [start, *(t for t in position_times(client) if start <= t <= end), end]
+    return max((b - a, a) for a, b in itertools.pairwise(sorted(times)))
+
+
+def deploy_timeline(deploy: Deploy, t0: float) -> str:
+    """When each instance got SIGTERM, exited and was back (balanced), from `t0`."""
+    return "; ".join(
+        f"{d['worker'].instance_id.rsplit('-', 1)[-1]}: SIGTERM {d['started'] - t0:+.1f}, "
+        f"exit {d['stopped'] - t0:+.1f}, back {d['back'] - t0:+.1f}"
+        for d in deploy.drains
+    )
+
+
+def describe_gap(gap: float, began: float, r: Rider, deploy: Deploy, t0: float) -> str:
+    """One client's longest gap with its connections around it, for the failure message."""
+    conns = "; ".join(
+        f"{deploy.worker_of(c.url).instance_id.rsplit('-', 1)[-1]} "
+        f"{c.messages[0][0] - t0 if c.messages else float('nan'):+.1f}.."
+        f"{(c.closed_at or float('nan')) - t0:+.1f} ({c.close_code})"
+        for c in r.client.connections
+    )
+    return (
+        f"  {r.name}: {gap:.2f} s from {began - t0:+.2f} s; vehicles {sorted(r.vehicles)}; "
+        f"connections {conns}"
+    )
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "fixed_seed",
@@ -362,6 +403,7 @@ async def test_rolling_restart_under_load_loses_nothing(
             await drain_and_restart(deploy, worker, canary)
         stop.set()
         fixes = await producer
+        load_ended = time.monotonic()
         # Everyone connected again, then everything owed has arrived (or the deadline).
         deadline = time.monotonic() + 30
         for r in riders:
@@ -389,7 +431,6 @@ async def test_rolling_restart_under_load_loses_nothing(
             last = round_lat(rounds - 1)
             why = await asyncio.to_thread(why_positions_missing, cluster, followers, last)
             print("final positions missing:\n  " + "\n  ".join(why))
-        stop_time = time.monotonic()
     finally:
         stop.set()
         deploy.stopping = True
@@ -450,11 +491,23 @@ async def test_rolling_restart_under_load_loses_nothing(
     if len(first) != CLIENTS or span < 2.0:
         problems.append(f"{len(first)} closes 1012 from the first drain spanning {span:.2f} s")
 
-    gaps = []
-    for r in riders:
-        times = [started, *(t for t in position_times(r.client) if t >= started), stop_time]
-        gaps.append((max(b - a for a, b in itertools.pairwise(sorted(times))), r.name))
-    gaps.sort(reverse=True)
+    # Position gaps while the load ran (a lull after it is no failover's doing).
+    gaps = sorted(
+        ((*position_gap(r.client, started, load_ended), r) for r in riders),
+        key=lambda g: g[0],
+        reverse=True,
+    )
+    if gaps[0][0] > MAX_POSITION_GAP_S:
+        problems.append(
+            f"longest position gap {gaps[0][0]:.2f} s > {MAX_POSITION_GAP_S:g} s:\n"
+            + "\n".join(
+                describe_gap(g, began, r, deploy, started)
+                for g, began, r in gaps[:5]
+                if g > MAX_POSITION_GAP_S
+            )
+            + "\n  deploy: "
+            + deploy_timeline(deploy, started)
+        )
     closes = collections.Counter[int | None]()
     for r in riders:
         closes.update(r.closes)
@@ -465,8 +518,12 @@ async def test_rolling_restart_under_load_loses_nothing(
         f"{sum(len(r.hellos) for r in riders)} recoveries, "
         f"{sum(r.refused for r in riders)} refused attempts\n"
         f"  first drain: {len(first)} closes 1012 over {span:.2f} s (rate {DRAIN_RATE}/s)\n"
-        f"  longest gap in position delivery: {gaps[0][0]:.2f} s ({gaps[0][1]}); "
-        f"median of the clients' longest gaps {sorted(g for g, _ in gaps)[len(gaps) // 2]:.2f} s"
+        f"  longest gap in position delivery: {gaps[0][0]:.2f} s ({gaps[0][2].name}, from "
+        f"{gaps[0][1] - started:+.2f} s); median of the clients' longest gaps "
+        f"{sorted(g for g, _, _ in gaps)[len(gaps) // 2]:.2f} s "
+        f"(target {POSITION_GAP_TARGET_S:g} s, limit {MAX_POSITION_GAP_S:g} s)\n"
+        f"  deploy: {deploy_timeline(deploy, started)}\n"
+        + "\n".join(describe_gap(g, began, r, deploy, started) for g, began, r in gaps[:3])
     )
     assert not problems, "\n".join(problems[:30])
 

@@ -70,6 +70,27 @@ def test_values_are_parsed_and_unset_or_empty_means_default() -> None:
     assert Settings.from_env({}).port == 8090
 
 
+def test_consumer_group_timing_is_read_and_checked_together() -> None:
+    s = Settings.from_env(
+        {
+            "TRACKER_WS_KAFKA_SESSION_TIMEOUT": "10",
+            "TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL": "1",
+            "TRACKER_WS_KAFKA_REBALANCE_TIMEOUT": "60",
+            "TRACKER_WS_STANDBY_REPLICAS": "1",
+        }
+    )
+    assert (s.kafka_session_timeout_s, s.kafka_heartbeat_interval_s) == (10.0, 1.0)
+    assert (s.kafka_rebalance_timeout_s, s.standby_replicas) == (60.0, 1)
+    # A heartbeat that does not fit three times into the session timeout is refused.
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL": "1"})  # default session 2 s
+    message = err.value.message
+    assert message.startswith("TRACKER_WS_KAFKA_HEARTBEAT_INTERVAL"), message
+    assert "TRACKER_WS_KAFKA_SESSION_TIMEOUT" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"must be ≥ 0\.5"):
+        Settings.from_env({"TRACKER_WS_KAFKA_SESSION_TIMEOUT": "0.1"})
+
+
 def test_a_public_key_switches_to_asymmetric_algorithms(tmp_path: Path) -> None:
     pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
     path = tmp_path / "key.pem"

@@ -8,6 +8,8 @@
   fetched batch, not per record; the GPS agent takes whole queued batches) and a producer
   buffer that absorbs the first-sight burst of changelog writes without stalling the
   conductor (issue 11).
+- group_leave.py: LeaveGroup sent by hand when the consumer stopped at generation 0 (the
+  embedded broker numbers a new group's first generation 0, and aiokafka skips LeaveGroup there).
 - compat.py: every private name of faust-streaming, mode and aiokafka still used, checked at
   start-up against the pinned versions (setup.cfg); a missing one stops the worker with one
   line naming it.

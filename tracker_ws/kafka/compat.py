@@ -94,6 +94,8 @@ PRIVATES: tuple[Private, ...] = (
         "kafka/producer.py",
         "wait_until_ebb",
     ),
+    # kafka/group_leave.py: member id and generation of a consumer stopped at generation 0.
+    Private(_KAFKA_CONSUMER, "_coordinator", "kafka/group_leave.py", "start"),
     # agents/registry.py: a metadata refresh for a just-created topic.
     Private(_KAFKA_CONSUMER, "_client", "agents/registry.py", "__init__"),
 )
