@@ -18,7 +18,7 @@ import orjson
 
 from tracker_ws.bus.base import HISTORY_CAP
 from tracker_ws.domain import envelope
-from tracker_ws.domain.errors import InvalidMessage
+from tracker_ws.domain.errors import BackendUnavailable, InvalidMessage
 from tracker_ws.domain.models import FilterKind, Subscribe, Subscription, SubscriptionType
 from tracker_ws.domain.protocol import iso_from_ms, parse_client_message
 
@@ -65,7 +65,8 @@ def parse_subscription(raw: Any) -> Subscription:
 
 async def recover(session: Session, last_event_id: int) -> Outcome:
     """Restore and replay; leaves the session holding live events until `finish` runs.
-    Raises BackendUnavailable (before restoring anything) when Redis fails to answer."""
+    Raises BackendUnavailable (before restoring anything) when the saved state cannot be read;
+    a failed history read after the restore is an outcome (`unavailable`)."""
     rt = session.rt
     # A quick reconnect to the same instance may find its own state still queued for writing.
     await rt.writeback.flush(timeout=1.0)
@@ -75,9 +76,6 @@ async def recover(session: Session, last_event_id: int) -> Outcome:
     state = orjson.loads(raw)
     if state.get("companyId") != session.user.company_id:
         return Outcome(False, PERMISSIONS_CHANGED)
-    # Every Redis read before the first restore: a failure leaves the session untouched.
-    streams = envelope.session_streams(session.user.user_id, session.user.company_id)
-    events, trimmed = await rt.bus.read_history(streams, last_event_id, HISTORY_CAP)
     outcome = Outcome(True)
     for item in state.get("subscriptions", []):
         try:
@@ -87,6 +85,16 @@ async def recover(session: Session, last_event_id: int) -> Outcome:
         revoked = session.restore(sub)
         outcome.revoked.extend(revoked)
         outcome.restored += 1
+    # History is read only after the restore: from now on every matching event reaches the
+    # session live (held until the replay is done), and every earlier one is in the streams.
+    # Read the other way round, an event published in between is in neither (seen in the
+    # recovery soak: an alert lost by a client reconnecting after 4009).
+    streams = envelope.session_streams(session.user.user_id, session.user.company_id)
+    try:
+        events, trimmed = await rt.bus.read_history(streams, last_event_id, HISTORY_CAP)
+    except BackendUnavailable:
+        outcome.recovered, outcome.reason = False, UNAVAILABLE
+        return outcome
     if trimmed or len(events) >= HISTORY_CAP:
         outcome.recovered, outcome.reason = False, TRIMMED
         return outcome
