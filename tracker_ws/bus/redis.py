@@ -25,6 +25,7 @@ from tracker_ws.bus.base import (
     merge_history,
 )
 from tracker_ws.domain.errors import BackendUnavailable
+from tracker_ws.domain.repeats import RepeatLimiter
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class RedisBus(Bus):
         self._outage_since: float | None = None  # monotonic start of the current outage
         self._listener_error: str | None = None  # why the subscription is down
         self.handler_errors = 0
-        self._handler_logged_at = -_HANDLER_LOG_EVERY_S
+        self._handler_log = RepeatLimiter(_HANDLER_LOG_EVERY_S)
         self.channel = f"ws:deliver:{instance_id}"
         # One pub/sub connection for all three: Redis keeps their messages in PUBLISH order.
         self.control_channel = f"ws:control:{instance_id}"
@@ -186,9 +187,7 @@ class RedisBus(Bus):
                     self._on_reply(msg["data"])
         except Exception:
             self.handler_errors += 1
-            now = time.monotonic()
-            if now - self._handler_logged_at >= _HANDLER_LOG_EVERY_S:
-                self._handler_logged_at = now
+            if self._handler_log.admit("handler", time.monotonic()) is not None:
                 log.exception(
                     "a pub/sub message on %r failed (%d so far); skipped",
                     msg.get("channel"),

@@ -61,6 +61,7 @@ from tracker_ws.domain.protocol import (
 )
 from tracker_ws.domain.ratelimit import AbuseTracker, TokenBucket
 from tracker_ws.domain.subscriptions import SubscriptionSet
+from tracker_ws.web.admin import error_response
 from tracker_ws.web.recovery import (
     UNAVAILABLE,
     Outcome,
@@ -547,10 +548,6 @@ class Session:
 # ---------------------------------------------------------------- aiohttp handler
 
 
-def _unauthorized(err: TrackerError) -> web.Response:
-    return web.json_response({"code": err.code, "message": err.message}, status=err.http_status)
-
-
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     rt: Runtime = request.app["tracker_runtime"]
     metrics = rt.metrics
@@ -569,7 +566,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     except AuthError as exc:
         metrics.connections_total.labels(metrics.instance, "rejected").inc()
         metrics.error(exc.code)
-        return _unauthorized(exc)
+        return error_response(exc)
     last_event_id: int | None = None
     raw_last = request.query.get("lastEventId")
     if raw_last:
@@ -577,7 +574,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             last_event_id = validate.last_event_id(raw_last)
         except InvalidMessage as exc:
             metrics.error(exc.code)
-            return web.json_response({"code": exc.code, "message": exc.message}, status=400)
+            return error_response(exc)
     platform = request.query.get("platform") or user.platform
     info = ConnectionInfo(
         user_agent=request.headers.get("User-Agent", "")[:200],
