@@ -8,6 +8,7 @@ package must not be needed to collect the tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,6 +252,26 @@ def start_cluster(
         cluster.stop()
         raise
     return cluster
+
+
+@contextlib.contextmanager
+def cluster_on_own_redis(
+    n: int, *, broker_url: str, log_dir: Path, parallel: bool = False
+) -> Iterator[tuple[devstack.RedisServer, Cluster]]:
+    """N instances of a fresh consumer group behind a redis-server of their own (for tests
+    that make that Redis busy, or stop and restart it)."""
+    server = devstack.start_redis(log_dir=log_dir)
+    try:
+        cluster = start_cluster(
+            n, broker_url=broker_url, redis_base_url=server.url, log_dir=log_dir, db=0,
+            parallel=parallel,
+        )  # fmt: skip
+        try:
+            yield server, cluster
+        finally:
+            cluster.stop()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import pytest
 import redis as redis_sync
 
 from tests.conftest import start_cluster
+from tests.support.checks import at_lat, registered_company, wait_position
 from tests.support.client import WsClient
-from tests.support.fleet import FleetDriver, wait_registry
+from tests.support.fleet import FleetDriver
 from tests.support.node_seed import NodeSeedClient, requires_node_seed
 from tests.support.tls import Pki, make_pki
 from tracker_ws.devstack import Worker, free_port
@@ -58,21 +59,11 @@ def tls_worker(
         cluster.stop()
 
 
-def _has_lat(msg: dict[str, object], lat: float) -> bool:
-    positions = msg.get("positions") if msg.get("type") == "positionBatch" else [msg]
-    return any(
-        isinstance(p, dict) and isinstance(p.get("position"), dict) and p["position"]["lat"] == lat
-        for p in positions or []
-    )
-
-
 async def test_python_ssl_client_gets_health_and_a_websocket_over_tls(
     tls_worker: tuple[Worker, int], pki: Pki, fleet: FleetDriver
 ) -> None:
     worker, tls_port = tls_worker
-    before = worker.health()["registryVehicles"]
-    company = await fleet.company(1)
-    wait_registry(worker, before + 1)
+    company = await registered_company(fleet, worker, 1)
     vid = company.vehicles[0]
 
     connector = aiohttp.TCPConnector(ssl=pki.client_context())
@@ -93,7 +84,7 @@ async def test_python_ssl_client_gets_health_and_a_websocket_over_tls(
     try:
         assert (await client.subscribe("vehicles", {"type": "all"}))["type"] == "subscribed"
         await fleet.send_fix(vid, lat=47.5)
-        await client.wait_for(lambda m: _has_lat(m, 47.5), 15.0, "the fix over wss")
+        await wait_position(client, vid, at_lat(47.5), timeout=15.0)
     finally:
         await client.close()
 
@@ -120,9 +111,7 @@ async def test_seed_js_client_receives_positions_over_wss(
     tls_worker: tuple[Worker, int], pki: Pki, fleet: FleetDriver
 ) -> None:
     worker, tls_port = tls_worker
-    before = worker.health()["registryVehicles"]
-    company = await fleet.company(2)
-    wait_registry(worker, before + 2)
+    company = await registered_company(fleet, worker, 2)
     a, b = company.vehicles
     node = await NodeSeedClient.start(
         f"wss://localhost:{tls_port}/ws",

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,8 +21,8 @@ import pytest
 import redis as redis_sync
 from aiokafka import AIOKafkaProducer
 
-from tests.conftest import Cluster, start_cluster
-from tests.support.checks import live_positions
+from tests.conftest import Cluster, cluster_on_own_redis, start_cluster
+from tests.support.checks import live_positions, publish_failures
 from tests.support.client import gather_close
 from tests.support.cluster import (
     TimedClient,
@@ -476,18 +475,8 @@ def own_redis_pair(
     topics: str, devstack_dir: Path
 ) -> Iterator[tuple[devstack.RedisServer, Cluster]]:
     """Two instances behind a Redis server of their own, which the test stops and restarts."""
-    server = devstack.start_redis(log_dir=devstack_dir)
-    try:
-        cluster = start_cluster(
-            2, broker_url=topics, redis_base_url=server.url, log_dir=devstack_dir, db=0,
-            parallel=True,
-        )  # fmt: skip
-        try:
-            yield server, cluster
-        finally:
-            cluster.stop()
-    finally:
-        server.stop()
+    with cluster_on_own_redis(2, broker_url=topics, log_dir=devstack_dir, parallel=True) as pair:
+        yield pair
 
 
 LIVENESS_FAILED = "liveness check failed"  # tracker_ws/cluster.py's warning
@@ -495,17 +484,6 @@ LIVENESS_FAILED = "liveness check failed"  # tracker_ws/cluster.py's warning
 
 def log_count(worker: Worker, text: str) -> int:
     return worker.process.read_log().count(text)
-
-
-def publish_failures(worker: Worker) -> float:
-    """ws_errors_total{error_type="PUBLISH_FAILED"} of one instance."""
-    with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ws_errors_total{") and 'error_type="PUBLISH_FAILED"' in line
-    )
 
 
 async def healthy(

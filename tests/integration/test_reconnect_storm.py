@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import redis as redis_sync
 
 from tests.conftest import start_cluster
-from tests.support.checks import live_positions
+from tests.support.checks import live_positions, publish_failures
 from tests.support.cluster import TimedClient, admin_token, ahttp, register_company, warm_up
 from tests.support.fleet import Company, FleetDriver, new_id
 from tracker_ws.devstack import Worker
@@ -45,17 +44,6 @@ def storm_worker(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[Wo
         yield cluster.workers[0]
     finally:
         cluster.stop()
-
-
-def publish_failures(worker: Worker) -> float:
-    """ws_errors_total{error_type="PUBLISH_FAILED"}: positions the publisher dropped."""
-    with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ws_errors_total{") and 'error_type="PUBLISH_FAILED"' in line
-    )
 
 
 @dataclass

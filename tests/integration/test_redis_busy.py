@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from tests.conftest import Cluster, start_cluster
+from tests.conftest import Cluster, cluster_on_own_redis
 from tests.support.checks import live_positions
 from tests.support.cluster import TimedClient, register_company, until, warm_up
 from tests.support.fleet import FleetDriver, new_id
@@ -37,17 +37,8 @@ end
 @pytest.fixture(scope="module")
 def busy_pair(topics: str, devstack_dir: Path) -> Iterator[tuple[devstack.RedisServer, Cluster]]:
     """One worker (its own consumer group) behind a redis-server of its own."""
-    server = devstack.start_redis(log_dir=devstack_dir)
-    try:
-        cluster = start_cluster(
-            1, broker_url=topics, redis_base_url=server.url, log_dir=devstack_dir, db=0
-        )
-        try:
-            yield server, cluster
-        finally:
-            cluster.stop()
-    finally:
-        server.stop()
+    with cluster_on_own_redis(1, broker_url=topics, log_dir=devstack_dir) as pair:
+        yield pair
 
 
 def make_busy(url: str, seconds: float, *, kill: bool = True) -> None:
@@ -66,17 +57,27 @@ def make_busy(url: str, seconds: float, *, kill: bool = True) -> None:
         r.close()
 
 
-async def test_busy_redis_does_not_stop_delivery(
-    busy_pair: tuple[devstack.RedisServer, Cluster], fleet: FleetDriver
-) -> None:
-    server, cluster = busy_pair
-    [worker] = cluster.workers
+async def flowing_vehicle(fleet: FleetDriver, worker: devstack.Worker) -> tuple[str, TimedClient]:
+    """A fresh company's vehicle whose fixes already reach a subscribed client."""
     company = await register_company(fleet, [worker], [new_id()])
     vid = company.vehicles[0]
     client = await TimedClient.open(worker, company.token())
     try:
         await client.subscribe("vehicles", {"type": "byIds", "ids": [vid]})
         await warm_up(fleet, [(client, {vid})])
+    except BaseException:
+        await client.close()
+        raise
+    return vid, client
+
+
+async def test_busy_redis_does_not_stop_delivery(
+    busy_pair: tuple[devstack.RedisServer, Cluster], fleet: FleetDriver
+) -> None:
+    server, cluster = busy_pair
+    [worker] = cluster.workers
+    vid, client = await flowing_vehicle(fleet, worker)
+    try:
         warnings_before = worker.process.read_log().count(LOST)
 
         # /health sampled all along: the listener's state must show while it is down.
@@ -135,13 +136,9 @@ async def test_a_failing_delivery_handler_does_not_stop_delivery(
 ) -> None:
     server, cluster = busy_pair
     [worker] = cluster.workers
-    company = await register_company(fleet, [worker], [new_id()])
-    vid = company.vehicles[0]
-    client = await TimedClient.open(worker, company.token())
+    vid, client = await flowing_vehicle(fleet, worker)
     r = redis_sync.Redis.from_url(server.url)
     try:
-        await client.subscribe("vehicles", {"type": "byIds", "ids": [vid]})
-        await warm_up(fleet, [(client, {vid})])
         # Not "<eventId> <payload>" lines: parsing it raises inside the listener.
         assert r.publish(f"ws:deliver:{worker.instance_id}", b"garbage") == 1
         for i in range(3):

@@ -24,8 +24,9 @@ import pytest
 import redis as redis_sync
 
 from tests.conftest import Cluster, start_cluster
+from tests.support.checks import registered_company
 from tests.support.client import WsClient
-from tests.support.fleet import Company, FleetDriver, wait_registry
+from tests.support.fleet import Company, FleetDriver
 from tracker_ws.devstack import Worker, free_port, wait_for
 
 DOORS_DB = 11  # the module's own instance (the session worker uses 0, cluster3 1, …)
@@ -103,9 +104,7 @@ async def _http_exchange(
 async def test_faust_views_live_on_the_internal_listener_only(
     worker: Worker, fleet: FleetDriver
 ) -> None:
-    before = worker.health()["registryVehicles"]
-    company = await fleet.company(1)
-    wait_registry(worker, before + 1)
+    company = await registered_company(fleet, worker, 1)
     vid = company.vehicles[0]
     await fleet.send_fix(vid, lat=48.25)
     key_view = f"/table/last_positions/{vid}/"

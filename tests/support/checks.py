@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import time
+import urllib.request
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -236,3 +237,15 @@ async def fix_until_followers_hold(
             await followers[0][0].wait_for(held, 3.0)
             return True
     return False
+
+
+def publish_failures(worker: Worker) -> float:
+    """ws_errors_total{error_type="PUBLISH_FAILED"} of one instance: positions its publisher
+    dropped."""
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ws_errors_total{") and 'error_type="PUBLISH_FAILED"' in line
+    )
