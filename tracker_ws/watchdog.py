@@ -8,6 +8,7 @@ exits anyway, with one line saying why, rather than hang until the orchestrator 
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -54,6 +55,8 @@ class ShutdownWatchdog:
         log.error(
             "shutdown still not finished after %.0f s (broker unreachable?): exiting now", seconds
         )
+        # Where it was stuck, for whoever reads the log: every thread's stack.
+        faulthandler.dump_traceback(all_threads=True)
         for handler in logging.getLogger().handlers:
             handler.flush()
         sys.stderr.flush()

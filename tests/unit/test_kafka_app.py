@@ -52,7 +52,9 @@ def test_the_consumer_takes_back_unacked_input_records_only() -> None:
             event("gps-events", 2, 3, acked=True),
             event("app-last_positions-changelog", 1, 4),
             "not an event",
+            # A lane's item: a list of Messages (kafka/drain.py).
+            [event("gps-events", 3, 12).message, event("gps-events", 3, 13).message],
         ]
     )
-    assert consumer.cleared == 2
-    assert consumer.guard.take_unprocessed() == {("gps-events", 1): 7}
+    assert consumer.cleared == 4
+    assert consumer.guard.take_unprocessed() == {("gps-events", 1): 7, ("gps-events", 3): 12}

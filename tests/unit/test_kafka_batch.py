@@ -7,21 +7,23 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-from tracker_ws.kafka.drain import BatchDrain
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+from tracker_ws.kafka.drain import LANE_BATCH, BatchDrain
 from tracker_ws.kafka.stream import split
 
 
-def event(generation: int) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(generation_id=generation))
+def record(generation: int) -> Any:
+    return SimpleNamespace(generation_id=generation)
 
 
 def test_split_keeps_the_current_generation() -> None:
-    a, b, c = event(3), event(2), event(3)
+    a, b, c = record(3), record(2), record(3)
     assert split([a, b, c], True, 3) == ([a, c], [b])
 
 
 def test_split_skips_everything_while_flow_is_suspended() -> None:
-    a, b = event(3), event(3)
+    a, b = record(3), record(3)
     assert split([a, b], False, 3) == ([], [a, b])
 
 
@@ -33,7 +35,23 @@ class FakeConsumer(BatchDrain):
         self._read_offset: dict[str, int | None] = defaultdict(lambda: None)
         self._commit_every = commit_every
         self._n_acked = 0
-        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda t: True))
+        self.handed_back: list[Any] = []
+        self.flow = FlowControlEvent()
+        self.flow.resume()
+        self.app = SimpleNamespace(
+            topics=SimpleNamespace(acks_enabled_for=lambda t: True),
+            producer=SimpleNamespace(buffer=SimpleNamespace(wait_until_ebb=self._ebb)),
+            FlowControlQueue=lambda maxsize, clear_on_resume: FlowControlQueue(
+                maxsize=maxsize, flow_control=self.flow, clear_on_resume=clear_on_resume
+            ),
+        )
+
+    @staticmethod
+    async def _ebb() -> None:
+        return None
+
+    def hand_back(self, items: Any) -> None:
+        self.handed_back.extend(items)
 
     async def callback(self, message: Any) -> None:
         self.delivered.append((message.tp, message.offset))
@@ -47,8 +65,8 @@ class FakeConsumer(BatchDrain):
         return True
 
 
-def msg(tp: str, offset: int) -> tuple[str, Any]:
-    return tp, SimpleNamespace(tp=tp, offset=offset, topic="gps-events")
+def msg(tp: str, offset: int, topic: str = "gps-events") -> tuple[str, Any]:
+    return tp, SimpleNamespace(tp=tp, offset=offset, topic=topic)
 
 
 def test_deliver_batch_hands_over_in_order_and_moves_read_offsets() -> None:
@@ -81,3 +99,66 @@ def test_commit_every_runs_beside_the_hand_over() -> None:
     c = asyncio.run(run())
     assert c.commits == 1  # one at a time: the later triggers found it still pending
     assert len(c.delivered) == 5
+
+
+def test_a_lane_gets_its_topic_in_lists_and_the_conductor_the_rest() -> None:
+    async def run() -> tuple[FakeConsumer, list[list[Any]]]:
+        c = FakeConsumer()
+        lane = c.open_lane("gps-events")
+        batch = [msg("a", 1), msg("r", 4, "vehicle-registry"), msg("b", 7), msg("a", 2)]
+        progress = [0]
+        await c._deliver_batch(batch, progress)
+        assert progress == [4]
+        lists = []
+        while not lane.empty():
+            lists.append(lane.get_nowait())
+        return c, lists
+
+    c, lists = asyncio.run(run())
+    assert c.delivered == [("r", 4)]  # the other topic went through the conductor
+    assert [[(m.tp, m.offset) for m in chunk] for chunk in lists] == [
+        [("a", 1), ("b", 7), ("a", 2)]  # one list, in fetch order
+    ]
+    assert c._read_offset["a"] == 2 and c._read_offset["b"] == 7
+
+
+def test_a_lane_takes_at_most_lane_batch_records_per_list() -> None:
+    async def run() -> list[int]:
+        c = FakeConsumer()
+        lane = c.open_lane("gps-events")
+        await c._deliver_batch([msg("a", i) for i in range(LANE_BATCH + 3)], [0])
+        sizes = []
+        while not lane.empty():
+            sizes.append(len(lane.get_nowait()))
+        return sizes
+
+    assert asyncio.run(run()) == [LANE_BATCH, 3]
+
+
+def test_a_closed_lane_hands_back_what_it_held_and_what_came_after() -> None:
+    async def run() -> FakeConsumer:
+        c = FakeConsumer()
+        lane = c.open_lane("gps-events")
+        await c._deliver_batch([msg("a", 1)], [0])
+        c.close_lane("gps-events", lane)
+        assert lane.empty()
+        # Closed: the conductor gets the topic again.
+        await c._deliver_batch([msg("a", 2)], [0])
+        return c
+
+    c = asyncio.run(run())
+    # The closed lane is emptied (a FlowControlQueue: clear(); app.HandBackQueue hands
+    # its items back, tests/unit/test_kafka_app.py); later records go to the conductor.
+    assert c.delivered == [("a", 2)]
+
+
+def test_a_rebalance_empties_a_lane_like_a_stream_queue() -> None:
+    async def run() -> bool:
+        c = FakeConsumer()
+        lane = c.open_lane("gps-events")
+        await c._deliver_batch([msg("a", 1), msg("a", 2)], [0])
+        c.flow.suspend()
+        c.flow.clear()
+        return lane.empty()
+
+    assert asyncio.run(run())

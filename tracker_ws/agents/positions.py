@@ -157,26 +157,20 @@ def install(
 
     async def positions(stream: Any) -> None:  # a BatchStream (the app's Stream class)
         assert isinstance(stream, BatchStream), "TrackerApp sets Stream=BatchStream"
-        # Whatever is queued, at once (kafka/stream.py): the work is per batch.
+        # Whatever is queued, at once, as raw records (kafka/stream.py): the work is per batch.
         async for batch in stream.batches(TAKE_MAX):
             started = time.perf_counter()
             now = time.time()
             counts = dict.fromkeys(outcomes, 0)
-            for event in batch:
-                msg = event.message
+            for msg in batch:
                 try:
-                    outcome = handle(event.key, event.value, msg.partition, now)
+                    outcome = handle(msg.key, msg.value, msg.partition, now)
                 except InvalidEvent as exc:
                     outcome = "invalid"
                     await topics.gps_dlq.send(
-                        key=event.key,
+                        key=msg.key,
                         value=dead_letter(
-                            exc.message,
-                            event.key,
-                            event.value,
-                            msg.topic,
-                            msg.partition,
-                            msg.offset,
+                            exc.message, msg.key, msg.value, msg.topic, msg.partition, msg.offset
                         ),
                     )
                 counts[outcome] += 1

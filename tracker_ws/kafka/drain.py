@@ -14,6 +14,15 @@ are handled before each record; `_read_offset` advances past every record of the
 delivered or not (Faust does the same after an interrupted `wait_first`; the offset guard
 in transport.py re-delivers what a stream never processed).
 
+Lanes. A topic whose agent opened a lane (`open_lane`, the GPS agent's BatchStream) skips
+the conductor: Faust's `on_message` costs, per record and per subscribing stream, a lock
+round, a flow-control and a producer-buffer wait, an Event and a queue put with pressure
+callbacks. Its records are collected while the batch is delivered and put on the lane's
+queue as lists of Messages (at most LANE_BATCH each), after the same two waits once per
+list. The lane's queue is built by `App.FlowControlQueue` like every stream queue, so a
+rebalance empties it and hands its records back (app.HandBackQueue). A list not yet put
+when a rebalance interrupts the batch is passed over like the rest of the batch.
+
 Private names of faust used here (checked by kafka/compat.py): `Consumer._drain_messages`
 (overridden), `_read_offset`, `_n_acked`, `_commit_every`, `_add_gap`, `_stopped` (mode).
 """
@@ -21,12 +30,16 @@ Private names of faust used here (checked by kafka/compat.py): `Consumer._drain_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
+from mode.utils.queues import ThrowableQueue
 
-YIELD_EVERY = 100  # records between two sleep(0)s, as in Faust
+YIELD_EVERY = 100  # records handed to the conductor between two sleep(0)s, as in Faust
+LANE_BATCH = 500  # records per list put on a lane
+LANE_DEPTH = 8  # lists a lane holds before the hand-over waits for its agent
 
 
 class BatchDrain:
@@ -80,6 +93,35 @@ class BatchDrain:
             unset_flag(CONSUMER_FETCHING)
 
     _commit_task: asyncio.Task[Any] | None = None
+    _lanes: Mapping[str, Any] = MappingProxyType({})  # topic → queue of Message lists
+
+    def open_lane(self, topic: str) -> ThrowableQueue[list[Any]]:
+        """From now on the records of `topic` go to the returned queue, in lists, instead of
+        through the conductor to the topic's streams. One lane per topic: a second
+        `open_lane` (an agent restarted) replaces the first."""
+        queue: ThrowableQueue[list[Any]] = cast(Any, self).app.FlowControlQueue(
+            maxsize=LANE_DEPTH, clear_on_resume=True
+        )
+        self._lanes = MappingProxyType({**self._lanes, topic: queue})
+        return queue
+
+    def close_lane(self, topic: str, queue: ThrowableQueue[list[Any]]) -> None:
+        """Back to the conductor. What the lane still holds is emptied like a stream queue
+        on a rebalance (handed back, so it is delivered again)."""
+        if self._lanes.get(topic) is queue:
+            self._lanes = MappingProxyType({k: v for k, v in self._lanes.items() if k != topic})
+        queue.clear()
+
+    async def _to_lane(self, topic: str, messages: list[Any]) -> None:
+        me = cast(Any, self)
+        # What the conductor awaits per record: a full producer buffer (changelog writes)
+        # holds the input back; put() waits while flow control is suspended or the lane full.
+        await me.app.producer.buffer.wait_until_ebb()
+        queue = self._lanes.get(topic)
+        if queue is None:  # closed meanwhile (its agent stopped): delivered again later
+            me.hand_back([messages])
+            return
+        await queue.put(messages)
 
     def _commit_behind(self) -> None:
         """Faust awaits this commit in the drain loop, which then waits for the producer's
@@ -103,11 +145,9 @@ class BatchDrain:
         commit_every = me._commit_every
         sleep = asyncio.sleep
         since_yield = 0
+        lanes = self._lanes
+        collected: dict[str, list[Any]] = {}
         for i, (tp, message) in enumerate(batch):
-            since_yield += 1
-            if since_yield > YIELD_EVERY:
-                await sleep(0)
-                since_yield = 0
             offset = message.offset
             r_offset = get_read_offset(tp)
             if r_offset is None or offset >= r_offset:
@@ -117,6 +157,20 @@ class BatchDrain:
                 if commit_every is not None and me._n_acked >= commit_every:
                     me._n_acked = 0
                     self._commit_behind()
-                await callback(message)
+                topic = message.topic
+                if topic in lanes:
+                    bucket = collected.setdefault(topic, [])
+                    bucket.append(message)
+                    if len(bucket) >= LANE_BATCH:
+                        del collected[topic]
+                        await self._to_lane(topic, bucket)
+                else:
+                    since_yield += 1
+                    if since_yield > YIELD_EVERY:
+                        await sleep(0)
+                        since_yield = 0
+                    await callback(message)
                 set_read_offset(tp, offset)
             progress[0] = i + 1
+        for topic, bucket in collected.items():
+            await self._to_lane(topic, bucket)

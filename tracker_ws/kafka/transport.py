@@ -237,17 +237,19 @@ class Consumer(BatchDrain, faust_aiokafka.Consumer):  # type: ignore[misc]
         self.cleared = 0
 
     def hand_back(self, items: Iterable[Any]) -> None:
-        """Items of a stream queue Faust is emptying (app.HandBackQueue): on a rebalance and
-        again on *each* resume of flow control, which also happens after the seek that ends a
-        rebalance, so records handed to a stream in between are dropped unseen. Each one goes
-        back to the guard, to be delivered again (unless the next rebalance's seek covers it
-        anyway)."""
+        """Items of a stream queue or a lane Faust is emptying (app.HandBackQueue): on a
+        rebalance and again on *each* resume of flow control, which also happens after the
+        seek that ends a rebalance, so records handed to a stream in between are dropped
+        unseen. Each one goes back to the guard, to be delivered again (unless the next
+        rebalance's seek covers it anyway)."""
         for item in items:
-            message = getattr(item, "message", None)
-            if message is None or message.acked or is_changelog(message.topic):
-                continue
-            self.guard.unprocessed(message.tp, message.offset)
-            self.cleared += 1
+            # A stream queue holds Events, a lane (drain.py) lists of Messages.
+            messages = item if isinstance(item, list) else [getattr(item, "message", None)]
+            for message in messages:
+                if message is None or message.acked or is_changelog(message.topic):
+                    continue
+                self.guard.unprocessed(message.tp, message.offset)
+                self.cleared += 1
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
