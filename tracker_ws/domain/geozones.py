@@ -7,7 +7,10 @@ Learnt from geofence events (entered/exited) as they pass through every instance
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Set
 from typing import Any
+
+_NONE: frozenset[str] = frozenset()
 
 
 class GeozoneState:
@@ -33,6 +36,10 @@ class GeozoneState:
 
     def zones_of(self, vehicle_id: str) -> frozenset[str]:
         return frozenset(self._inside.get(vehicle_id, ()))
+
+    def zones_view(self, vehicle_id: str) -> Set[str]:
+        """zones_of without the copy (hot path): read it now, do not keep it."""
+        return self._inside.get(vehicle_id, _NONE)
 
     def vehicles_in(self, geozone_id: str) -> list[str]:
         return sorted(v for v, zones in self._inside.items() if geozone_id in zones)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -25,15 +26,14 @@ from tracker_ws.domain.models import (
     Vehicle,
 )
 from tracker_ws.domain.protocol import (
-    encode_batch_fragment,
     encode_geo_event,
     encode_notification,
-    encode_position,
     encode_system_alert,
+    iso_from_ms,
 )
 from tracker_ws.domain.registry import VehicleRegistry
 from tracker_ws.domain.subscriptions import event_keys, position_keys, routing_key
-from tracker_ws.metrics import Metrics
+from tracker_ws.metrics import Metrics, observe_many
 
 if TYPE_CHECKING:
     from tracker_ws.web.session import Session
@@ -99,6 +99,9 @@ class Hub:
         self.outbound = RateMeter()
         self.last_event_id = 0
         self.skipped_deliveries = 0
+        # vehicleId -> (company, groups, geozones, position keys) / (name, frame heads)
+        self._keys: dict[str, tuple[str, list[str], frozenset[str], list[str]]] = {}
+        self._heads: dict[str, tuple[str, bytes, bytes]] = {}
         # (instance, request id, reply): answers requests riding on events (broadcast counts).
         self.reply: Callable[[str, str, dict[str, object]], None] | None = None
 
@@ -186,12 +189,15 @@ class Hub:
     def deliver(self, records: list[tuple[int, bytes]]) -> None:
         """Bus callback: records in increasing eventId order."""
         now_ms = time.time() * 1000
+        # Every `position` frame of this message carries the same send time.
+        stamp = iso_from_ms(int(now_ms)).encode()
+        latencies: list[float] = []
         for event_id, payload in records:
             self.last_event_id = event_id
             try:
                 env = envelope.decode(payload)
                 if env.get("t") == envelope.POSITION:
-                    self._deliver_position(event_id, env, now_ms)
+                    self._deliver_position(event_id, env, now_ms, stamp, latencies)
                     continue
                 if env.get("t") == envelope.GEO:
                     self.geozones.apply_envelope(env)
@@ -210,6 +216,9 @@ class Hub:
                 self.skipped_deliveries += 1
                 self.metrics.error("BAD_DELIVERY")
                 log.warning("skipping undecodable delivery %s: %s", event_id, exc)
+        if latencies:
+            # One observation per delivered fix, as before; recorded once per message.
+            observe_many(self.metrics.delivery_vehicles, latencies)
 
     def recipients(self, event_id: int, env: dict[str, Any]) -> tuple[bytes, list[Session]] | None:
         """The frame of a replayable event and the local connections entitled to it. Used for
@@ -263,35 +272,106 @@ class Hub:
             and (not subscribers_only or s.subs.has(SubscriptionType.SYSTEM_ALERTS))
         ]
 
-    def _deliver_position(self, event_id: int, env: dict[str, object], now_ms: float) -> None:
+    def _position_keys(self, vid: str, company: str, groups: list[str]) -> list[str]:
+        """position_keys of a vehicle, cached: the same few keys for every fix of it."""
+        zones = self.geozones.zones_view(vid)
+        cached = self._keys.get(vid)
+        if (
+            cached is not None
+            and cached[0] == company
+            and cached[1] == groups
+            and cached[2] == zones
+        ):
+            return cached[3]
+        if len(self._keys) >= _CACHE_MAX:
+            self._keys.clear()  # a fleet that outgrew the cache: start over, stay bounded
+        frozen = frozenset(zones)
+        keys = position_keys(vid, company, frozenset(groups), frozen)
+        self._keys[vid] = (company, list(groups), frozen, keys)
+        return keys
+
+    def _fragment_head(self, vid: str, name: str) -> tuple[bytes, bytes]:
+        """(`,"vehicleId":…` of a position frame, `{"vehicleId":…,"vehicleName":…,"position":`
+        of a batch fragment), cached per vehicle."""
+        cached = self._heads.get(vid)
+        if cached is not None and cached[0] == name:
+            return cached[1], cached[2]
+        if len(self._heads) >= _CACHE_MAX:
+            self._heads.clear()
+        vid_json = orjson.dumps(vid)
+        single = b',"vehicleId":' + vid_json + b',"position":'
+        fragment = b'{"vehicleId":' + vid_json + b',"vehicleName":' + orjson.dumps(name)
+        fragment += b',"position":'
+        self._heads[vid] = (name, single, fragment)
+        return single, fragment
+
+    def _deliver_position(
+        self,
+        event_id: int,
+        env: dict[str, object],
+        now_ms: float,
+        stamp: bytes,
+        latencies: list[float],
+    ) -> None:
         vid = str(env["v"])
         company = str(env["c"])
-        groups = frozenset(cast(list[str], env["g"]))
-        conns = self.index.lookup(position_keys(vid, company, groups, self.geozones.zones_of(vid)))
+        raw_groups = env["g"]
+        if type(raw_groups) is not list:
+            raw_groups = list(cast(list[str], raw_groups))
+        conns = self.index.lookup(self._position_keys(vid, company, raw_groups))
         if not conns:
             return
         pos = orjson.dumps(env["p"])
-        # A status-only update (offline) must carry its status: batch form only.
-        single = None if env.get("status_only") else encode_position(event_id, vid, pos)
-        sensors = env.get("x")
-        fragment = encode_batch_fragment(
-            vid,
-            str(env.get("n", "")),
-            pos,
-            str(env["s"]),
-            Sensors(**sensors) if isinstance(sensors, dict) else None,
+        single_head, fragment_head = self._fragment_head(vid, str(env.get("n", "")))
+        # A status-only update (offline) must carry its status: batch form only. Both are
+        # the encode_position / encode_batch_fragment bytes, spliced from cached pieces.
+        single = (
+            None
+            if env.get("status_only")
+            else b'{"type":"position","eventId":%d,"timestamp":"%s"%s%s}'
+            % (event_id, stamp, single_head, pos)
         )
+        fragment = fragment_head + pos + _status_json(str(env["s"]))
+        sensors = env.get("x")
+        if isinstance(sensors, dict):
+            fragment += b',"sensors":' + _sensors_json(sensors)
+        fragment += b"}"
         ts = env.get("ts")
         if isinstance(ts, int | float):
-            self.metrics.delivery_vehicles.observe(max(0.0, (now_ms - ts) / 1000))
+            latencies.append(max(0.0, (now_ms - ts) / 1000))
         delivered = 0
+        groups: frozenset[str] | None = None
         for conn in conns:
             perms = conn.perms
             # Defence in depth: never cross companies, whatever the index says.
             if company != perms.user.company_id:
                 continue
-            if perms.narrowed and not perms.can_see(vid, company, groups):
-                continue
+            if perms.narrowed:
+                if groups is None:
+                    groups = frozenset(raw_groups)
+                if not perms.can_see(vid, company, groups):
+                    continue
             conn.push_position(vid, event_id, single, fragment)
             delivered += 1
         self.outbound.add(delivered)
+
+
+_CACHE_MAX = 100_000  # vehicles whose routing keys / frame heads a Hub keeps
+_SENSOR_FIELDS = Sensors.__slots__
+# Key orders Sensors.to_json() produces (the slots order, Nones left out): a sensors object in
+# one of them, without nulls, encodes to the same bytes as Sensors(**x).to_json().
+_SENSOR_ORDERS = frozenset(
+    tuple(f for bit, f in enumerate(_SENSOR_FIELDS) if mask >> bit & 1)
+    for mask in range(1 << len(_SENSOR_FIELDS))
+)
+
+
+@lru_cache(maxsize=64)
+def _status_json(status: str) -> bytes:
+    return b',"status":' + orjson.dumps(status)
+
+
+def _sensors_json(sensors: dict[str, Any]) -> bytes:
+    if tuple(sensors) in _SENSOR_ORDERS and None not in sensors.values():
+        return orjson.dumps(sensors)
+    return orjson.dumps(Sensors(**sensors).to_json())  # any other shape: the full rule
