@@ -5,15 +5,17 @@ registry and geozone changes, and the delivery-latency histogram counts every fi
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from tracker_ws.domain import envelope
 from tracker_ws.domain.models import GpsFix, Sensors, UserContext, Vehicle, VehicleStatus
 from tracker_ws.domain.permissions import Permissions
 from tracker_ws.domain.protocol import encode_batch_fragment, encode_position
-from tracker_ws.metrics import Metrics, observe_many
+from tracker_ws.metrics import LATENCY_BUCKETS, Metrics
 from tracker_ws.web.hub import Hub
 
 C1 = "c0000000-0000-4000-8000-000000000001"
@@ -164,16 +166,32 @@ def test_delivery_latency_observed_per_fix(hub: Hub) -> None:
     assert samples[("ws_message_delivery_duration_seconds_bucket", "+Inf")] == 5
 
 
-def test_observe_many_equals_observe() -> None:
+def test_the_batch_histogram_exposes_what_a_prometheus_histogram_does() -> None:
     amounts = [0.0, 0.005, 0.0051, 0.1, 1.0, 2.4, 5.0, 7.5, 100.0, 0.02]
-    one, many = Metrics("a").delivery_vehicles, Metrics("b").delivery_vehicles
+    reference = Histogram(
+        "ws_message_delivery_duration_seconds",
+        "",
+        ["subscription_type"],
+        registry=CollectorRegistry(),
+        buckets=LATENCY_BUCKETS,
+    )
+    metrics = Metrics("a")
     for a in amounts:
-        one.observe(a)
-    observe_many(many, amounts)
+        reference.labels("vehicles").observe(a)
+    metrics.delivery_vehicles.observe_many(amounts[:4])
+    metrics.delivery_vehicles.observe(amounts[4])
+    metrics.delivery_vehicles.observe_many(amounts[5:])
 
-    def samples(child: object) -> list[tuple[str, float]]:
-        return [(s.name, s.value) for s in child._child_samples()]  # type: ignore[attr-defined]
+    def samples(family: Any) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, s.value) for s in family.samples if not s.name.endswith("_created")
+        ]
 
-    got, want = samples(many), samples(one)
-    assert [n for n, _ in got] == [n for n, _ in want]
-    assert [v for _, v in got] == pytest.approx([v for _, v in want])
+    got = samples(metrics.delivery.collect()[0])
+    want = samples(reference.collect()[0])
+    assert [(n, lb) for n, lb, _ in got] == [(n, lb) for n, lb, _ in want]
+    assert [v for _, _, v in got] == pytest.approx([v for _, _, v in want])
+    assert (
+        b'ws_message_delivery_duration_seconds_bucket{le="0.005",subscription_type="vehicles"} 2.0'
+        in metrics.render()
+    )

@@ -433,20 +433,64 @@ def position_dict(fix: GpsFix) -> dict[str, Any]:
     return pos
 
 
+def position_heads(vehicle_id: str, vehicle_name: str) -> tuple[bytes, bytes]:
+    """The per-vehicle constant parts of position frames, worth caching per vehicle:
+    (`,"vehicleId":…,"position":` of a `position` frame, `{"vehicleId":…,"vehicleName":…,
+    "position":` of a batch fragment)."""
+    vid = orjson.dumps(vehicle_id)
+    return (
+        b',"vehicleId":' + vid + b',"position":',
+        b'{"vehicleId":' + vid + b',"vehicleName":' + orjson.dumps(vehicle_name) + b',"position":',
+    )
+
+
+def splice_position(event_id: int, stamp: bytes, head: bytes, position_json: bytes) -> bytes:
+    """`position` frame from an ISO timestamp (bytes), position_heads()[0] and an encoded
+    position object."""
+    return b'{"type":"position","eventId":%d,"timestamp":"%s"%s%s}' % (
+        event_id,
+        stamp,
+        head,
+        position_json,
+    )
+
+
+def splice_fragment(head: bytes, position_json: bytes, status: bytes, sensors: bytes) -> bytes:
+    """Batch fragment from position_heads()[1], an encoded position, status_json() and
+    sensors_json() (b"" for none)."""
+    return b"".join((head, position_json, status, sensors, b"}"))
+
+
+@lru_cache(maxsize=64)
+def status_json(status: str) -> bytes:
+    return b',"status":' + orjson.dumps(status)
+
+
+def sensors_json(sensors: Sensors | None) -> bytes:
+    return b"" if sensors is None else b',"sensors":' + orjson.dumps(sensors.to_json())
+
+
+# Key orders Sensors.to_json() produces (the slots order, Nones left out).
+_SENSOR_ORDERS = frozenset(
+    tuple(f for bit, f in enumerate(Sensors.__slots__) if mask >> bit & 1)
+    for mask in range(1 << len(Sensors.__slots__))
+)
+
+
+def sensors_json_of(raw: dict[str, Any]) -> bytes:
+    """sensors_json(Sensors(**raw)) for the sensors of an envelope (Sensors.to_json output
+    as it crossed Redis): dumped as they are when already in that shape, which they are."""
+    if tuple(raw) in _SENSOR_ORDERS and None not in raw.values():
+        return b',"sensors":' + orjson.dumps(raw)
+    return sensors_json(Sensors(**raw))  # any other shape: the full rule
+
+
 def encode_position(
     event_id: int, vehicle_id: str, position_json: bytes, *, ts_ms: int | None = None
 ) -> bytes:
     """`position` frame spliced around an already-encoded position object."""
-    return b"".join(
-        (
-            _head(b"position", event_id, ts_ms),
-            b',"vehicleId":',
-            orjson.dumps(vehicle_id),
-            b',"position":',
-            position_json,
-            b"}",
-        )
-    )
+    stamp = iso_from_ms(now_ms() if ts_ms is None else ts_ms).encode()
+    return splice_position(event_id, stamp, position_heads(vehicle_id, "")[0], position_json)
 
 
 def encode_batch_fragment(
@@ -457,20 +501,12 @@ def encode_batch_fragment(
     sensors: Sensors | None,
 ) -> bytes:
     """One element of `positionBatch.positions` (seed VehiclePosition), as JSON bytes."""
-    parts = [
-        b'{"vehicleId":',
-        orjson.dumps(vehicle_id),
-        b',"vehicleName":',
-        orjson.dumps(vehicle_name),
-        b',"position":',
+    return splice_fragment(
+        position_heads(vehicle_id, vehicle_name)[1],
         position_json,
-        b',"status":',
-        orjson.dumps(str(status)),
-    ]
-    if sensors is not None:
-        parts += (b',"sensors":', orjson.dumps(sensors.to_json()))
-    parts.append(b"}")
-    return b"".join(parts)
+        status_json(str(status)),
+        sensors_json(sensors),
+    )
 
 
 def encode_position_batch(

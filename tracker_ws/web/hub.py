@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -20,7 +19,6 @@ from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.index import SubscriptionIndex
 from tracker_ws.domain.models import (
     FilterKind,
-    Sensors,
     SubscriptionFilter,
     SubscriptionType,
     Vehicle,
@@ -30,10 +28,15 @@ from tracker_ws.domain.protocol import (
     encode_notification,
     encode_system_alert,
     iso_from_ms,
+    position_heads,
+    sensors_json_of,
+    splice_fragment,
+    splice_position,
+    status_json,
 )
 from tracker_ws.domain.registry import VehicleRegistry
 from tracker_ws.domain.subscriptions import event_keys, position_keys, routing_key
-from tracker_ws.metrics import Metrics, observe_many
+from tracker_ws.metrics import Metrics
 
 if TYPE_CHECKING:
     from tracker_ws.web.session import Session
@@ -101,7 +104,7 @@ class Hub:
         self.skipped_deliveries = 0
         # vehicleId -> (company, groups, geozones, position keys) / (name, frame heads)
         self._keys: dict[str, tuple[str, list[str], frozenset[str], list[str]]] = {}
-        self._heads: dict[str, tuple[str, bytes, bytes]] = {}
+        self._heads_cache: dict[str, tuple[str, bytes, bytes]] = {}
         # (instance, request id, reply): answers requests riding on events (broadcast counts).
         self.reply: Callable[[str, str, dict[str, object]], None] | None = None
 
@@ -218,7 +221,7 @@ class Hub:
                 log.warning("skipping undecodable delivery %s: %s", event_id, exc)
         if latencies:
             # One observation per delivered fix, as before; recorded once per message.
-            observe_many(self.metrics.delivery_vehicles, latencies)
+            self.metrics.delivery_vehicles.observe_many(latencies)
 
     def recipients(self, event_id: int, env: dict[str, Any]) -> tuple[bytes, list[Session]] | None:
         """The frame of a replayable event and the local connections entitled to it. Used for
@@ -290,19 +293,15 @@ class Hub:
         self._keys[vid] = (company, list(groups), frozen, keys)
         return keys
 
-    def _fragment_head(self, vid: str, name: str) -> tuple[bytes, bytes]:
-        """(`,"vehicleId":…` of a position frame, `{"vehicleId":…,"vehicleName":…,"position":`
-        of a batch fragment), cached per vehicle."""
-        cached = self._heads.get(vid)
+    def _heads(self, vid: str, name: str) -> tuple[bytes, bytes]:
+        """protocol.position_heads, cached per vehicle."""
+        cached = self._heads_cache.get(vid)
         if cached is not None and cached[0] == name:
             return cached[1], cached[2]
-        if len(self._heads) >= _CACHE_MAX:
-            self._heads.clear()
-        vid_json = orjson.dumps(vid)
-        single = b',"vehicleId":' + vid_json + b',"position":'
-        fragment = b'{"vehicleId":' + vid_json + b',"vehicleName":' + orjson.dumps(name)
-        fragment += b',"position":'
-        self._heads[vid] = (name, single, fragment)
+        if len(self._heads_cache) >= _CACHE_MAX:
+            self._heads_cache.clear()
+        single, fragment = position_heads(vid, name)
+        self._heads_cache[vid] = (name, single, fragment)
         return single, fragment
 
     def _deliver_position(
@@ -322,20 +321,18 @@ class Hub:
         if not conns:
             return
         pos = orjson.dumps(env["p"])
-        single_head, fragment_head = self._fragment_head(vid, str(env.get("n", "")))
-        # A status-only update (offline) must carry its status: batch form only. Both are
-        # the encode_position / encode_batch_fragment bytes, spliced from cached pieces.
+        single_head, fragment_head = self._heads(vid, str(env.get("n", "")))
+        # A status-only update (offline) must carry its status: batch form only.
         single = (
-            None
-            if env.get("status_only")
-            else b'{"type":"position","eventId":%d,"timestamp":"%s"%s%s}'
-            % (event_id, stamp, single_head, pos)
+            None if env.get("status_only") else splice_position(event_id, stamp, single_head, pos)
         )
-        fragment = fragment_head + pos + _status_json(str(env["s"]))
         sensors = env.get("x")
-        if isinstance(sensors, dict):
-            fragment += b',"sensors":' + _sensors_json(sensors)
-        fragment += b"}"
+        fragment = splice_fragment(
+            fragment_head,
+            pos,
+            status_json(str(env["s"])),
+            sensors_json_of(sensors) if isinstance(sensors, dict) else b"",
+        )
         ts = env.get("ts")
         if isinstance(ts, int | float):
             latencies.append(max(0.0, (now_ms - ts) / 1000))
@@ -357,21 +354,3 @@ class Hub:
 
 
 _CACHE_MAX = 100_000  # vehicles whose routing keys / frame heads a Hub keeps
-_SENSOR_FIELDS = Sensors.__slots__
-# Key orders Sensors.to_json() produces (the slots order, Nones left out): a sensors object in
-# one of them, without nulls, encodes to the same bytes as Sensors(**x).to_json().
-_SENSOR_ORDERS = frozenset(
-    tuple(f for bit, f in enumerate(_SENSOR_FIELDS) if mask >> bit & 1)
-    for mask in range(1 << len(_SENSOR_FIELDS))
-)
-
-
-@lru_cache(maxsize=64)
-def _status_json(status: str) -> bytes:
-    return b',"status":' + orjson.dumps(status)
-
-
-def _sensors_json(sensors: dict[str, Any]) -> bytes:
-    if tuple(sensors) in _SENSOR_ORDERS and None not in sensors.values():
-        return orjson.dumps(sensors)
-    return orjson.dumps(Sensors(**sensors).to_json())  # any other shape: the full rule
