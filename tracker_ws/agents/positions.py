@@ -19,9 +19,10 @@ from tracker_ws.agents.publisher import Publisher
 from tracker_ws.bus import Outgoing
 from tracker_ws.domain import envelope
 from tracker_ws.domain.errors import InvalidEvent
-from tracker_ws.domain.events import load_json, parse_gps_event
+from tracker_ws.domain.events import load_json
+from tracker_ws.domain.fixes import VehicleViews, parse_gps_record, record_status
 from tracker_ws.domain.models import VehicleStatus
-from tracker_ws.domain.status import derive_status, next_still_since
+from tracker_ws.domain.status import still_since_of
 from tracker_ws.domain.subscriptions import position_keys
 from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
@@ -46,13 +47,18 @@ def table_router(rt: Runtime, tables: Tables) -> Router:
     subs_table = tables.subscriptions
     me = rt.settings.instance_id
 
+    suffixes: dict[int, str] = {}
+
     def route(keys: Iterable[str], partition: int) -> list[str]:
-        keys = list(keys)
+        if not isinstance(keys, list | tuple):
+            keys = list(keys)  # read twice below
+        suffix = suffixes.get(partition)
+        if suffix is None:
+            suffix = suffixes[partition] = f"#p{partition}"
+        get = subs_table.data.get
         targets: set[str] = set()
-        suffix = f"#p{partition}"
-        subs = subs_table.data
         for key in keys:
-            entry = subs.get(key + suffix)
+            entry = get(key + suffix)
             if entry:
                 targets.update(entry)
         # This instance decides for itself from its own index: it knows about a new local
@@ -109,6 +115,8 @@ def install(
         for k in ("ok", "invalid", "out_of_order", "unregistered")
     }
     processing = metrics.processing.labels("gps")
+    # Sorted groups and routing keys per vehicle, until its record or geozones change.
+    views = VehicleViews()
 
     def latest(vid: str) -> dict[str, Any] | None:
         mine = hot.get(vid)
@@ -120,38 +128,40 @@ def install(
 
     def handle(key: bytes | None, raw: bytes | None, partition: int, now: float) -> str:
         try:
-            fix = parse_gps_event(load_json(raw), key.decode() if key else None)
+            rec = parse_gps_record(load_json(raw), key.decode() if key else None)
         except UnicodeDecodeError:
             raise InvalidEvent("key is not UTF-8") from None
-        vid = fix.vehicle_id
+        vid = rec.vehicle_id
+        ts = rec.timestamp_ms
         prev = latest(vid)
-        if prev is not None and prev["env"]["ts"] > fix.timestamp_ms:
+        if prev is not None and prev["env"]["ts"] > ts:
             return "out_of_order"
         vehicle = rt.registry.get(vid)
         if vehicle is None:
+            views.forget(vid)
             return "unregistered"
-        still = next_still_since(prev["still"] if prev else None, fix)
-        status = derive_status(fix, still, int(now * 1000), offline_s)
-        env = envelope.position_envelope(fix, vehicle, status)
+        still = still_since_of(prev["still"] if prev else None, rec.position["speed"], ts)
+        status = record_status(rec, still, int(now * 1000), offline_s)
+        view = views.get(vehicle, rt.geozones.zones_of(vid))
+        env = envelope.fix_envelope(
+            vid,
+            vehicle.company_id,
+            view.groups,
+            vehicle.name,
+            status,
+            rec.position,
+            ts,
+            rec.sensors,
+        )
         state = {"env": env, "still": still}
         hot[vid] = state
-        if (
-            prev is None
-            or prev["env"]["s"] != env["s"]
-            or now - written.get(vid, 0) >= TABLE_EVERY_S
-        ):
+        if prev is None or prev["env"]["s"] != status or now - written.get(vid, 0) >= TABLE_EVERY_S:
             # use_partitioner: the table key is the vehicleId, as in gps-events.
             last_positions[vid] = state
             written[vid] = now
         offline_announced.discard(vid)
-        keys = position_keys(vid, vehicle.company_id, vehicle.group_ids, rt.geozones.zones_of(vid))
         publisher.add(
-            Outgoing(
-                route(keys, partition),
-                envelope.encode(env),
-                vehicle_id=vid,
-                fix_ms=fix.timestamp_ms,
-            )
+            Outgoing(route(view.keys, partition), envelope.encode(env), vehicle_id=vid, fix_ms=ts)
         )
         return "ok"
 

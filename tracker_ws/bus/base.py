@@ -36,7 +36,9 @@ DeliveryHandler = Callable[[list[tuple[int, bytes]]], None]
 CommandHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per GPS fix, and a frozen dataclass's __init__ costs three times as
+# much (an object.__setattr__ call per field). Nothing changes one after it is built.
+@dataclass(slots=True)
 class Outgoing:
     targets: Sequence[str]  # instance ids with subscribers for this event; ALL_INSTANCES: all
     payload: bytes  # JSON, no newline (orjson never emits one)

@@ -38,18 +38,41 @@ def alert_envelope(
 
 
 def position_envelope(fix: GpsFix, vehicle: Vehicle, status: VehicleStatus) -> dict[str, Any]:
+    return fix_envelope(
+        fix.vehicle_id,
+        vehicle.company_id,
+        sorted(vehicle.group_ids),
+        vehicle.name,
+        status.value,
+        position_dict(fix),
+        fix.timestamp_ms,
+        None if fix.sensors is None else fix.sensors.to_json(),
+    )
+
+
+def fix_envelope(
+    vehicle_id: str,
+    company_id: str,
+    groups: list[str],
+    name: str,
+    status: str,
+    position: dict[str, Any],
+    ts_ms: int,
+    sensors: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A position envelope from its parts (`groups` sorted, `position` a seed Position)."""
     env: dict[str, Any] = {
         "t": POSITION,
-        "v": fix.vehicle_id,
-        "c": vehicle.company_id,
-        "g": sorted(vehicle.group_ids),
-        "n": vehicle.name,
-        "s": status.value,
-        "p": position_dict(fix),
-        "ts": fix.timestamp_ms,
+        "v": vehicle_id,
+        "c": company_id,
+        "g": groups,
+        "n": name,
+        "s": status,
+        "p": position,
+        "ts": ts_ms,
     }
-    if fix.sensors is not None:
-        env["x"] = fix.sensors.to_json()
+    if sensors is not None:
+        env["x"] = sensors
     return env
 
 

@@ -6,8 +6,6 @@ Learnt from geofence events (entered/exited) as they pass through every instance
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Set
 from typing import Any
 
 _NONE: frozenset[str] = frozenset()
@@ -17,28 +15,27 @@ class GeozoneState:
     __slots__ = ("_inside", "_owner")
 
     def __init__(self) -> None:
-        self._inside: dict[str, set[str]] = defaultdict(set)  # vehicleId -> geozoneIds
+        # vehicleId -> geozoneIds. Replaced, never mutated: zones_of hands out the set itself
+        # (no copy per fix) and the GPS agent knows it changed when it is another object.
+        self._inside: dict[str, frozenset[str]] = {}
         self._owner: dict[str, str] = {}  # geozoneId -> companyId
 
     def apply(self, company_id: str, vehicle_id: str, geozone_id: str, event_type: str) -> None:
         self._owner[geozone_id] = company_id
+        zones = self._inside.get(vehicle_id, _NONE)
         if event_type == "entered":
-            self._inside[vehicle_id].add(geozone_id)
-        else:
-            zones = self._inside.get(vehicle_id)
-            if zones is not None:
-                zones.discard(geozone_id)
-                if not zones:
-                    del self._inside[vehicle_id]
+            if geozone_id not in zones:
+                self._inside[vehicle_id] = zones | {geozone_id}
+        elif geozone_id in zones:
+            if len(zones) == 1:
+                del self._inside[vehicle_id]
+            else:
+                self._inside[vehicle_id] = zones - {geozone_id}
 
     def apply_envelope(self, env: dict[str, Any]) -> None:
         self.apply(str(env["c"]), str(env["v"]), str(env["z"]), str(env["e"]["eventType"]))
 
     def zones_of(self, vehicle_id: str) -> frozenset[str]:
-        return frozenset(self._inside.get(vehicle_id, ()))
-
-    def zones_view(self, vehicle_id: str) -> Set[str]:
-        """zones_of without the copy (hot path): read it now, do not keep it."""
         return self._inside.get(vehicle_id, _NONE)
 
     def vehicles_in(self, geozone_id: str) -> list[str]:

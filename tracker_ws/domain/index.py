@@ -53,7 +53,7 @@ class SubscriptionIndex(Generic[C]):
         return out
 
     def has_any(self, keys: Iterable[str]) -> bool:
-        return any(key in self._by_key for key in keys)
+        return not self._by_key.keys().isdisjoint(keys)
 
     def keys(self) -> list[str]:
         return list(self._by_key)

@@ -33,21 +33,16 @@ PARKING_AFTER_S = 300.0
 _PARKING_AFTER_MS = int(PARKING_AFTER_S * 1000)
 
 
-def has_gps(fix: GpsFix) -> bool:
-    if fix.satellites is not None and fix.satellites < MIN_SATELLITES:
-        return False
-    return not (fix.lat == 0 and fix.lon == 0)
-
-
-def is_moving(fix: GpsFix) -> bool:
-    return fix.speed >= MOVING_SPEED_KMH
-
-
 def next_still_since(prev_still_since_ms: int | None, fix: GpsFix) -> int | None:
     """Fold `fix` into the still-since mark: None while moving, else when stillness began."""
-    if is_moving(fix):
+    return still_since_of(prev_still_since_ms, fix.speed, fix.timestamp_ms)
+
+
+def still_since_of(prev_still_since_ms: int | None, speed: float, ts_ms: int) -> int | None:
+    """`next_still_since` from the fix's speed and time (the agent's hot path has no GpsFix)."""
+    if speed >= MOVING_SPEED_KMH:
         return None
-    return fix.timestamp_ms if prev_still_since_ms is None else prev_still_since_ms
+    return ts_ms if prev_still_since_ms is None else prev_still_since_ms
 
 
 def derive_status(
@@ -57,15 +52,41 @@ def derive_status(
     offline_after_s: float = OFFLINE_AFTER_S,
 ) -> VehicleStatus:
     """Status of the vehicle whose latest fix is `fix`, as of `now_ms` (rules in the module doc)."""
-    if now_ms - fix.timestamp_ms > offline_after_s * 1000:
+    ignition = fix.sensors.ignition if fix.sensors is not None else None
+    return status_of(
+        fix.timestamp_ms,
+        fix.lat,
+        fix.lon,
+        fix.speed,
+        fix.satellites,
+        ignition,
+        still_since_ms,
+        now_ms,
+        offline_after_s,
+    )
+
+
+def status_of(
+    ts_ms: int,
+    lat: float,
+    lon: float,
+    speed: float,
+    satellites: int | None,
+    ignition: bool | None,
+    still_since_ms: int | None,
+    now_ms: int,
+    offline_after_s: float = OFFLINE_AFTER_S,
+) -> VehicleStatus:
+    """`derive_status` from the fix's fields: the rules, in the module doc's order."""
+    if now_ms - ts_ms > offline_after_s * 1000:
         return VehicleStatus.OFFLINE
-    if not has_gps(fix):
+    if (satellites is not None and satellites < MIN_SATELLITES) or (lat == 0 and lon == 0):
         return VehicleStatus.NO_GPS
-    if is_moving(fix):
+    if speed >= MOVING_SPEED_KMH:
         return VehicleStatus.MOVING
-    if fix.sensors is not None and fix.sensors.ignition is False:
+    if ignition is False:
         return VehicleStatus.PARKING
-    since = fix.timestamp_ms if still_since_ms is None else still_since_ms
+    since = ts_ms if still_since_ms is None else still_since_ms
     if now_ms - since >= _PARKING_AFTER_MS:
         return VehicleStatus.PARKING
     return VehicleStatus.STOPPED

@@ -277,7 +277,7 @@ class Hub:
 
     def _position_keys(self, vid: str, company: str, groups: list[str]) -> list[str]:
         """position_keys of a vehicle, cached: the same few keys for every fix of it."""
-        zones = self.geozones.zones_view(vid)
+        zones = self.geozones.zones_of(vid)
         cached = self._keys.get(vid)
         if (
             cached is not None
@@ -288,9 +288,8 @@ class Hub:
             return cached[3]
         if len(self._keys) >= _CACHE_MAX:
             self._keys.clear()  # a fleet that outgrew the cache: start over, stay bounded
-        frozen = frozenset(zones)
-        keys = position_keys(vid, company, frozenset(groups), frozen)
-        self._keys[vid] = (company, list(groups), frozen, keys)
+        keys = position_keys(vid, company, frozenset(groups), zones)
+        self._keys[vid] = (company, list(groups), zones, keys)
         return keys
 
     def _heads(self, vid: str, name: str) -> tuple[bytes, bytes]:
