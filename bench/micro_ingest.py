@@ -148,10 +148,16 @@ async def _run(args: argparse.Namespace) -> None:
                 yield batch
 
     def events(now: float) -> list[list[Any]]:
+        """Records as the lane hands them to the agent (kafka/stream.py: raw Messages); each
+        is its own `.message` too, for an older tree whose agent took Events."""
         out = []
-        for key, value in _fixes(fleet, now):
-            msg = SimpleNamespace(partition=positions.partition_of(key.decode(), n), topic="gps")
-            out.append(SimpleNamespace(key=key, value=value, message=msg))
+        for offset, (key, value) in enumerate(_fixes(fleet, now)):
+            partition = positions.partition_of(key.decode(), n)
+            rec = SimpleNamespace(
+                key=key, value=value, partition=partition, topic="gps", offset=offset
+            )
+            rec.message = rec
+            out.append(rec)
         return [out[i : i + args.batch] for i in range(0, len(out), args.batch)]
 
     start = time.time()

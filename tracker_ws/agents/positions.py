@@ -26,7 +26,7 @@ from tracker_ws.domain.status import still_since_of
 from tracker_ws.domain.subscriptions import position_keys
 from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
-from tracker_ws.tables.definitions import GPS_EVENTS, Tables, Topics
+from tracker_ws.tables.definitions import GPS_EVENTS, Tables, Topics, local_reader
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,8 @@ TABLE_EVERY_S = 10.0
 def table_router(rt: Runtime, tables: Tables) -> Router:
     """Routes by the `subscriptions` table (local dictionary reads, no network), plus this
     instance's own index, which knows about a new local subscriber before the table does."""
-    # The table's store, read directly: a plain dictionary read per key, where the table's
-    # own `get` raises and catches a KeyError for every key nobody subscribed to and calls
-    # the sensors (three or four keys per fix).
+    # The table's store, read directly (local_reader): three or four keys per fix, most of
+    # them subscribed by nobody.
     subs_table = tables.subscriptions
     me = rt.settings.instance_id
 
@@ -55,7 +54,7 @@ def table_router(rt: Runtime, tables: Tables) -> Router:
         suffix = suffixes.get(partition)
         if suffix is None:
             suffix = suffixes[partition] = f"#p{partition}"
-        get = subs_table.data.get
+        get = local_reader(subs_table)
         targets: set[str] = set()
         for key in keys:
             entry = get(key + suffix)
@@ -121,7 +120,7 @@ def install(
     def latest(vid: str) -> dict[str, Any] | None:
         mine = hot.get(vid)
         # The store, without the table's sensors (see table_router).
-        table: dict[str, Any] | None = last_positions.data.get(vid)
+        table: dict[str, Any] | None = local_reader(last_positions)(vid)
         if mine is None or (table is not None and table["env"]["ts"] > mine["env"]["ts"]):
             return table  # a partition that came back to us: the table knows better
         return mine

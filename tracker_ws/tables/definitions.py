@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -85,3 +86,14 @@ def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
         ),
     )
     return topics, tables
+
+
+def local_reader(table: Any) -> Callable[[str], Any]:
+    """`get` of a table's local store without the table's machinery: Table.get and the
+    store's Mapping.get raise and catch a KeyError for every missing key and call the
+    sensors; the in-memory store keeps a plain dict (`Store.data`), read directly."""
+    store = table.data
+    plain = getattr(store, "data", None)
+    if isinstance(plain, dict):
+        return plain.get
+    return cast(Callable[[str], Any], store.get)
