@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_ws import devstack, logthrottle
+from tracker_ws import devstack, gctune, logthrottle
 from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
@@ -51,6 +51,7 @@ class TrackerApp(KafkaApp):
 
     def worker_init(self) -> None:
         super().worker_init()
+        gctune.set_gen0(self.rt.settings.gc_gen0)
         # The libraries are imported by now: every logger that may flood gets the filter.
         logthrottle.install()
 
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         await reader.caught_up.wait()
         rt.broker_ok = True
         rt.ready = True
+        gctune.freeze()  # the start-up heap, never walked by the collector again
         log.info("tracker-ws %s ready on :%d", settings.instance_id, settings.port)
 
     @app.timer(interval=JANITOR_INTERVAL_S)
