@@ -98,7 +98,8 @@ def test_handle_publishes_what_the_reference_pipeline_builds() -> None:
                 value["satellites"] = 2 if step % 5 == 0 else 9
                 value["altitude"] = 120.5
             partition = 3
-            outcome = handle(vid.encode(), orjson.dumps(value), partition, now)
+            out: list[Any] = []
+            outcome = handle(vid.encode(), orjson.dumps(value), partition, now, out)
             assert outcome == "ok"
             # The reference.
             fix = parse_gps_event(value, vid)
@@ -108,17 +109,19 @@ def test_handle_publishes_what_the_reference_pipeline_builds() -> None:
             status = derive_status(fix, still[vid], int(now * 1000), 600.0)
             env = envelope.position_envelope(fix, vehicle, status)
             keys = position_keys(vid, vehicle.company_id, vehicle.group_ids, zones.zones_of(vid))
-            item = publisher._pending.pop()
+            (item,) = out
             assert item.payload == envelope.encode(env)
             assert list(item.targets) == route(keys, partition)
             assert (item.vehicle_id, item.fix_ms) == (vid, fix.timestamp_ms)
             assert tables.last_positions[vid]["env"]["s"] == env["s"]
     # Out of order and unregistered are still told apart.
     old = {"vehicleId": VIDS[0], "latitude": 1, "longitude": 1, "speed": 1, "course": 1}
-    assert handle(None, orjson.dumps({**old, "timestamp": 1}), 3, now) == "out_of_order"
+    out = []
+    assert handle(None, orjson.dumps({**old, "timestamp": 1}), 3, now, out) == "out_of_order"
     stranger = "99999999-1111-4111-8111-111111111111"
     new = {**old, "vehicleId": stranger, "timestamp": int(now * 1000)}
-    assert handle(None, orjson.dumps(new), 3, now) == "unregistered"
+    assert handle(None, orjson.dumps(new), 3, now, out) == "unregistered"
+    assert out == []  # nothing to publish for either
 
 
 def positions_iso(ms: int) -> str:

@@ -125,7 +125,10 @@ def install(
             return table  # a partition that came back to us: the table knows better
         return mine
 
-    def handle(key: bytes | None, raw: bytes | None, partition: int, now: float) -> str:
+    def handle(
+        key: bytes | None, raw: bytes | None, partition: int, now: float, out: list[Outgoing]
+    ) -> str:
+        """One record: its outcome; what to publish goes to `out`."""
         try:
             rec = parse_gps_record(load_json(raw), key.decode() if key else None)
         except UnicodeDecodeError:
@@ -159,7 +162,7 @@ def install(
             last_positions[vid] = state
             written[vid] = now
         offline_announced.discard(vid)
-        publisher.add(
+        out.append(
             Outgoing(route(view.keys, partition), envelope.encode(env), vehicle_id=vid, fix_ms=ts)
         )
         return "ok"
@@ -171,9 +174,10 @@ def install(
             started = time.perf_counter()
             now = time.time()
             counts = dict.fromkeys(outcomes, 0)
+            out: list[Outgoing] = []
             for msg in batch:
                 try:
-                    outcome = handle(msg.key, msg.value, msg.partition, now)
+                    outcome = handle(msg.key, msg.value, msg.partition, now, out)
                 except InvalidEvent as exc:
                     outcome = "invalid"
                     await topics.gps_dlq.send(
@@ -183,6 +187,7 @@ def install(
                         ),
                     )
                 counts[outcome] += 1
+            publisher.add_many(out)
             for outcome, n in counts.items():
                 if n:
                     outcomes[outcome].inc(n)

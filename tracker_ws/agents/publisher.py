@@ -62,6 +62,13 @@ class Publisher:
         self._idle.clear()
         self._wake.set()
 
+    def add_many(self, items: list[Outgoing]) -> None:
+        """add() for a batch of the agent's output (one wake-up, not one per item)."""
+        if items:
+            self._pending.extend(items)
+            self._idle.clear()
+            self._wake.set()
+
     async def flush(self) -> None:
         """Wait until everything added so far was handed to the bus. Without the task
         (before start(), after stop()) publish here: an agent that finishes an event while

@@ -195,12 +195,13 @@ class Hub:
         # Every `position` frame of this message carries the same send time.
         stamp = iso_from_ms(int(now_ms)).encode()
         latencies: list[float] = []
+        delivered = 0  # frames handed to connections, for the outbound rate
         for event_id, payload in records:
             self.last_event_id = event_id
             try:
                 env = envelope.decode(payload)
                 if env.get("t") == envelope.POSITION:
-                    self._deliver_position(event_id, env, now_ms, stamp, latencies)
+                    delivered += self._deliver_position(event_id, env, now_ms, stamp, latencies)
                     continue
                 if env.get("t") == envelope.GEO:
                     self.geozones.apply_envelope(env)
@@ -210,7 +211,7 @@ class Hub:
                 frame, sessions = found
                 for session in sessions:
                     session.push_event(event_id, frame)
-                self.outbound.add(len(sessions))
+                delivered += len(sessions)
                 req, sender = env.get("req"), env.get("from")
                 if self.reply is not None and isinstance(req, str) and isinstance(sender, str):
                     self.reply(sender, req, {"delivered": len(sessions)})
@@ -219,6 +220,7 @@ class Hub:
                 self.skipped_deliveries += 1
                 self.metrics.error("BAD_DELIVERY")
                 log.warning("skipping undecodable delivery %s: %s", event_id, exc)
+        self.outbound.add(delivered)
         if latencies:
             # One observation per delivered fix, as before; recorded once per message.
             self.metrics.delivery_vehicles.observe_many(latencies)
@@ -310,7 +312,8 @@ class Hub:
         now_ms: float,
         stamp: bytes,
         latencies: list[float],
-    ) -> None:
+    ) -> int:
+        """The number of connections it went to."""
         vid = str(env["v"])
         company = str(env["c"])
         raw_groups = env["g"]
@@ -318,7 +321,7 @@ class Hub:
             raw_groups = list(cast(list[str], raw_groups))
         conns = self.index.lookup(self._position_keys(vid, company, raw_groups))
         if not conns:
-            return
+            return 0
         pos = orjson.dumps(env["p"])
         single_head, fragment_head = self._heads(vid, str(env.get("n", "")))
         # A status-only update (offline) must carry its status: batch form only.
@@ -349,7 +352,7 @@ class Hub:
                     continue
             conn.push_position(vid, event_id, single, fragment)
             delivered += 1
-        self.outbound.add(delivered)
+        return delivered
 
 
 _CACHE_MAX = 100_000  # vehicles whose routing keys / frame heads a Hub keeps
