@@ -340,7 +340,10 @@ def test_broker_lost_logs_one_line_per_cause_and_sigterm_exits_in_bound(tmp_path
             took = time.monotonic() - started
             print(f"SIGTERM to exit: {took:.1f} s (exit code {code})")
             assert took <= STOP_BOUND_S, f"{took:.1f} s to stop, bound {STOP_BOUND_S} s"
-            assert "shutdown still not finished" in proc.read_log()
+            log = proc.read_log()
+            assert "shutdown still not finished" in log
+            assert "(most recent call first)" in log  # where it was stuck: every thread's stack
+            assert "tasks still running at the shutdown bound" in log  # and every task's
         finally:
             worker.stop(timeout=5)
     finally:

@@ -5,7 +5,8 @@
   of what may reach the agents; consumer_watch.py: stall detection, the admin view of the
   consumer, broker reachability.
 - drain.py, stream.py, producer.py: the batch hand-over (one race against flow control per
-  fetched batch, not per record; the GPS agent takes whole queued batches) and a producer
+  fetched batch, not per record; the GPS topic goes through a lane: lists of Messages straight
+  to its agent, without the conductor's per-record Event and queue put) and a producer
   buffer that absorbs the first-sight burst of changelog writes without stalling the
   conductor (issue 11).
 - group_leave.py: LeaveGroup sent by hand when the consumer stopped at generation 0 (the
