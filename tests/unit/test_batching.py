@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tracker_ws.domain.batching import Outbox
+from tracker_ws.domain.batching import Held, Outbox, release_after_replay
 from tracker_ws.domain.models import GpsFix, Sensors
 from tracker_ws.domain.protocol import (
     encode_batch_fragment,
@@ -345,3 +345,14 @@ def test_depth_counts_frames_plus_distinct_vehicles() -> None:
     assert ob.depth() == 4 + 2
     assert len(ob.take(T0)) == 5  # 4 frames + 1 batch
     assert ob.depth() == 0
+
+
+def test_release_after_replay_drops_positions_the_replay_passed_and_keeps_events() -> None:
+    pos = ("v1", b"single", b"fragment")
+    held: list[Held] = [(244, pos), (245, b"geo"), (246, pos), (247, b"alert")]
+    # The replay sent events up to 245: position 244 is in the snapshot that follows it.
+    assert release_after_replay(held, 245) == [(245, b"geo"), (246, pos), (247, b"alert")]
+    # Nothing replayed (a fresh start: 0): everything, in arrival order.
+    assert release_after_replay(held, 0) == held
+    # Events are never dropped here (the session's push_event skips repeats).
+    assert release_after_replay([(10, b"geo")], 99) == [(10, b"geo")]

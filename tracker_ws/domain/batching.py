@@ -77,3 +77,23 @@ class Outbox:
                 return single
             return encode_position_batch(event_id, [fragment])
         return encode_position_batch(max(i[0] for i in items), [i[2] for i in items])
+
+
+# A live record held while a reconnect replays: (eventId, event frame or position parts).
+Held = tuple[int, bytes | tuple[str, bytes | None, bytes]]
+
+
+def release_after_replay(held: list[Held], replayed_through: int) -> list[Held]:
+    """What of the live traffic held during a reconnect's replay still goes out after it, in
+    arrival (eventId) order.
+
+    A position whose eventId is not above the last replayed event (or the client's own
+    lastEventId) is dropped: the script that published it ran before that event's, so the
+    position mirror held it, or a newer fix, when the snapshot that follows the replay was
+    read; sent now it would reach the client after a higher eventId. Events are all kept: the
+    session drops the ones the replay already sent (push_event)."""
+    return [
+        (event_id, item)
+        for event_id, item in held
+        if not (isinstance(item, tuple) and event_id <= replayed_through)
+    ]

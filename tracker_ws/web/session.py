@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 from tracker_ws.auth import LEEWAY_S, extract_token
 from tracker_ws.bus.base import ConnectionEntry
 from tracker_ws.domain import envelope, validate
-from tracker_ws.domain.batching import Outbox
+from tracker_ws.domain.batching import Held, Outbox, release_after_replay
 from tracker_ws.domain.errors import (
     AuthError,
     BackendUnavailable,
@@ -153,7 +153,7 @@ class Session:
         self.state_key = f"{user.user_id}:{device}" if device else user.user_id
         self.last_replayable_id = 0
         # Live events (frame) and positions (vehicleId, single, fragment) held during a replay.
-        self._held: list[tuple[int, bytes | tuple[str, bytes | None, bytes]]] | None = None
+        self._held: list[Held] | None = None
         self.replay: list[tuple[int, bytes]] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -369,7 +369,7 @@ class Session:
                 except BackendUnavailable as exc:
                     self.error(exc)
         held, self._held = self._held or [], None
-        for event_id, item in held:
+        for event_id, item in release_after_replay(held, self.last_replayable_id):
             if isinstance(item, tuple):
                 self.push_position(item[0], event_id, item[1], item[2])
             else:
