@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.gps import CO, DROP, G1, G2, OTHER, TS_ISO, TS_MS, VID, event
 from tracker_ws.domain import envelope
 from tracker_ws.domain.errors import InvalidEvent, TooManyTargets
 from tracker_ws.domain.events import (
@@ -17,33 +18,6 @@ from tracker_ws.domain.events import (
     parse_gps_event,
 )
 from tracker_ws.domain.models import GpsFix, Sensors, Vehicle, VehicleStatus
-
-VID = "11111111-1111-4111-8111-111111111111"
-OTHER = "22222222-2222-4222-8222-222222222222"
-CO = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
-G1 = "91000000-0000-4000-8000-000000000001"
-G2 = "91000000-0000-4000-8000-000000000002"
-TS_MS = 1_700_000_000_123
-TS_ISO = "2023-11-14T22:13:20.123Z"
-_DROP = object()  # marks a field to leave out of `event()`
-
-
-def event(**overrides: Any) -> dict[str, Any]:
-    ev: dict[str, Any] = {
-        "vehicleId": VID,
-        "latitude": 52.52,
-        "longitude": 13.405,
-        "speed": 42.5,
-        "course": 270,
-        "timestamp": TS_ISO,
-    }
-    for k, v in overrides.items():
-        if v is _DROP:
-            ev.pop(k, None)
-        else:
-            ev[k] = v
-    return ev
-
 
 # ------------------------------------------------------------------------------ valid events
 
@@ -133,24 +107,24 @@ def test_unknown_fields_are_ignored() -> None:
 MALFORMED: list[tuple[str, Any, str]] = [
     ("not an object", [1, 2], "JSON object"),
     ("null", None, "JSON object"),
-    ("vehicleId missing", event(vehicleId=_DROP), "vehicleId"),
+    ("vehicleId missing", event(vehicleId=DROP), "vehicleId"),
     ("vehicleId not a UUID", event(vehicleId="truck-7"), "vehicleId"),
     ("vehicleId number", event(vehicleId=7), "vehicleId"),
-    ("latitude missing", event(latitude=_DROP), "latitude"),
+    ("latitude missing", event(latitude=DROP), "latitude"),
     ("latitude too big", event(latitude=90.0001), "latitude"),
     ("latitude string", event(latitude="52.5"), "latitude"),
     ("latitude boolean", event(latitude=True), "latitude"),
     ("latitude NaN", event(latitude=math.nan), "latitude"),
-    ("longitude missing", event(longitude=_DROP), "longitude"),
+    ("longitude missing", event(longitude=DROP), "longitude"),
     ("longitude too small", event(longitude=-180.5), "longitude"),
-    ("speed missing", event(speed=_DROP), "speed"),
+    ("speed missing", event(speed=DROP), "speed"),
     ("speed negative", event(speed=-1), "speed"),
     ("speed too high", event(speed=2000.1), "speed"),
     ("speed infinite", event(speed=math.inf), "speed"),
-    ("course missing", event(course=_DROP), "course"),
+    ("course missing", event(course=DROP), "course"),
     ("course over 360", event(course=361), "course"),
     ("course string", event(course="N"), "course"),
-    ("timestamp missing", event(timestamp=_DROP), "timestamp"),
+    ("timestamp missing", event(timestamp=DROP), "timestamp"),
     ("timestamp garbage", event(timestamp="yesterday"), "timestamp"),
     ("timestamp naive ISO", event(timestamp="2023-11-14T22:13:20"), "timestamp"),
     ("timestamp boolean", event(timestamp=True), "timestamp"),

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.gps import CO, DROP, G1, G2, OTHER, TS_MS, VID, event
 from tracker_ws.domain import envelope, fixes
 from tracker_ws.domain.errors import InvalidEvent
 from tracker_ws.domain.events import parse_gps_event
@@ -27,14 +28,7 @@ from tracker_ws.domain.protocol import iso_from_ms
 from tracker_ws.domain.status import derive_status, next_still_since, still_since_of
 from tracker_ws.domain.subscriptions import position_keys
 
-VID = "11111111-1111-4111-8111-111111111111"
-OTHER = "22222222-2222-4222-8222-222222222222"
-CO = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
-G1 = "91000000-0000-4000-8000-000000000001"
-G2 = "91000000-0000-4000-8000-000000000002"
 Z1 = "a1000000-0000-4000-8000-000000000001"
-TS_MS = 1_700_000_000_123
-_DROP = object()
 
 # Values each field takes in the generated events: valid, boundary and wrong ones.
 FIELDS: dict[str, list[Any]] = {
@@ -49,7 +43,7 @@ FIELDS: dict[str, list[Any]] = {
         {"id": VID},
         "{" + VID + "}",
         VID + " ",
-        _DROP,
+        DROP,
     ],
     "latitude": [
         52.52,
@@ -67,11 +61,11 @@ FIELDS: dict[str, list[Any]] = {
         math.inf,
         10**400,
         [1],
-        _DROP,
+        DROP,
     ],
-    "longitude": [13.405, 0, -180, 180, 180.0001, 13, False, math.nan, None, _DROP],
-    "speed": [42.5, 0, 0.0, 2.99, 3, 2000, 2000.1, -1, "fast", True, math.inf, None, _DROP],
-    "course": [270, 0, 360, 90.9, 359.99, 361, -0.5, "N", True, None, _DROP],
+    "longitude": [13.405, 0, -180, 180, 180.0001, 13, False, math.nan, None, DROP],
+    "speed": [42.5, 0, 0.0, 2.99, 3, 2000, 2000.1, -1, "fast", True, math.inf, None, DROP],
+    "course": [270, 0, 360, 90.9, 359.99, 361, -0.5, "N", True, None, DROP],
     "timestamp": [
         TS_MS,
         0,
@@ -111,10 +105,10 @@ FIELDS: dict[str, list[Any]] = {
         "",
         {"s": 1},
         None,
-        _DROP,
+        DROP,
     ],
-    "altitude": [None, 150, 35.7, -1000, 100000, 100001, -1000.5, "high", True, math.nan, _DROP],
-    "satellites": [None, 12, 0, 200, 201, 11.0, 7.5, -1, False, "12", _DROP],
+    "altitude": [None, 150, 35.7, -1000, 100000, 100001, -1000.5, "high", True, math.nan, DROP],
+    "satellites": [None, 12, 0, 200, 201, 11.0, 7.5, -1, False, "12", DROP],
     "sensors": [
         None,
         {},
@@ -132,27 +126,10 @@ FIELDS: dict[str, list[Any]] = {
         [1],
         "x",
         0,
-        _DROP,
+        DROP,
     ],
 }
 KEYS: list[str | None] = [None, VID, VID.upper(), OTHER, "", "not-a-uuid"]
-
-
-def event(**overrides: Any) -> dict[str, Any]:
-    ev: dict[str, Any] = {
-        "vehicleId": VID,
-        "latitude": 52.52,
-        "longitude": 13.405,
-        "speed": 42.5,
-        "course": 270,
-        "timestamp": "2023-11-14T22:13:20.123Z",
-    }
-    for k, v in overrides.items():
-        if v is _DROP:
-            ev.pop(k, None)
-        else:
-            ev[k] = v
-    return ev
 
 
 def generated(n: int, seed: int = 11) -> list[tuple[Any, str | None]]:
