@@ -7,8 +7,9 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-from mode.utils.queues import FlowControlEvent, FlowControlQueue
+from mode.utils.queues import FlowControlEvent
 
+from tracker_ws.kafka.app import HandBackQueue
 from tracker_ws.kafka.drain import LANE_BATCH, BatchDrain
 from tracker_ws.kafka.stream import split
 
@@ -41,8 +42,12 @@ class FakeConsumer(BatchDrain):
         self.app = SimpleNamespace(
             topics=SimpleNamespace(acks_enabled_for=lambda t: True),
             producer=SimpleNamespace(buffer=SimpleNamespace(wait_until_ebb=self._ebb)),
-            FlowControlQueue=lambda maxsize, clear_on_resume: FlowControlQueue(
-                maxsize=maxsize, flow_control=self.flow, clear_on_resume=clear_on_resume
+            # The app's own queue (kafka/app.py): emptied queues hand their items back.
+            FlowControlQueue=lambda maxsize, clear_on_resume: HandBackQueue(
+                maxsize=maxsize,
+                flow_control=self.flow,
+                clear_on_resume=clear_on_resume,
+                on_clear=self.hand_back,
             ),
         )
 
@@ -135,7 +140,7 @@ def test_a_lane_takes_at_most_lane_batch_records_per_list() -> None:
     assert asyncio.run(run()) == [LANE_BATCH, 3]
 
 
-def test_a_closed_lane_hands_back_what_it_held_and_what_came_after() -> None:
+def test_a_closed_lane_hands_back_what_it_held_and_the_conductor_gets_the_rest() -> None:
     async def run() -> FakeConsumer:
         c = FakeConsumer()
         lane = c.open_lane("gps-events")
@@ -147,18 +152,21 @@ def test_a_closed_lane_hands_back_what_it_held_and_what_came_after() -> None:
         return c
 
     c = asyncio.run(run())
-    # The closed lane is emptied (a FlowControlQueue: clear(); app.HandBackQueue hands
-    # its items back, tests/unit/test_kafka_app.py); later records go to the conductor.
+    # What the lane held went back to be delivered again; later records go to the conductor.
+    assert [[(m.tp, m.offset) for m in chunk] for chunk in c.handed_back] == [[("a", 1)]]
     assert c.delivered == [("a", 2)]
 
 
 def test_a_rebalance_empties_a_lane_like_a_stream_queue() -> None:
-    async def run() -> bool:
+    async def run() -> tuple[bool, FakeConsumer]:
         c = FakeConsumer()
         lane = c.open_lane("gps-events")
         await c._deliver_batch([msg("a", 1), msg("a", 2)], [0])
         c.flow.suspend()
         c.flow.clear()
-        return lane.empty()
+        return lane.empty(), c
 
-    assert asyncio.run(run())
+    emptied, c = asyncio.run(run())
+    assert emptied
+    # Handed back, to be delivered again after the rebalance.
+    assert [[m.offset for m in chunk] for chunk in c.handed_back] == [[1, 2]]
