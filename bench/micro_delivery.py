@@ -104,10 +104,12 @@ def bench_pack(repeats: int) -> float:
     sha = bus._publish.sha
     packed: list[Any] = []
 
-    async def script(keys: list[Any], args: list[Any]) -> list[int]:
+    reply = " ".join(map(str, range(1, N + 1))).encode()  # publish.lua's reply shape
+
+    async def script(keys: list[Any], args: list[Any]) -> bytes:
         # What Script.__call__ -> evalsha -> execute_command does before the socket write.
         packed.append(conn.pack_command("EVALSHA", sha, len(keys), *keys, *args))
-        return list(range(1, N + 1))
+        return reply
 
     bus._publish = script  # type: ignore[assignment]
     items = _positions(_fleet(N), T0_MS)

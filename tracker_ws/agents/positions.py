@@ -47,22 +47,31 @@ def table_router(rt: Runtime, tables: Tables) -> Router:
     me = rt.settings.instance_id
 
     suffixes: dict[int, str] = {}
+    get: Callable[[str], Any] | None = None  # the store's get, resolved at the first fix
 
     def route(keys: Iterable[str], partition: int) -> list[str]:
+        nonlocal get
         if not isinstance(keys, list | tuple):
             keys = list(keys)  # read twice below
         suffix = suffixes.get(partition)
         if suffix is None:
             suffix = suffixes[partition] = f"#p{partition}"
-        get = local_reader(subs_table)
-        targets: set[str] = set()
+        if get is None:
+            get = local_reader(subs_table)
+        targets: set[str] | None = None
         for key in keys:
             entry = get(key + suffix)
             if entry:
-                targets.update(entry)
+                if targets is None:
+                    targets = set(entry)
+                else:
+                    targets.update(entry)
         # This instance decides for itself from its own index: it knows about a new local
         # subscriber before the table does, and ignores its own stale entries.
-        if rt.hub.wants(keys):
+        wanted = rt.hub.wants(keys)
+        if targets is None:  # most fixes: nobody elsewhere, no set built
+            return [me] if wanted and me not in rt.dead_instances else []
+        if wanted:
             targets.add(me)
         else:
             targets.discard(me)
@@ -117,10 +126,14 @@ def install(
     # Sorted groups and routing keys per vehicle, until its record or geozones change.
     views = VehicleViews()
 
+    read_table: Callable[[str], Any] | None = None  # the store's get (see table_router)
+
     def latest(vid: str) -> dict[str, Any] | None:
+        nonlocal read_table
         mine = hot.get(vid)
-        # The store, without the table's sensors (see table_router).
-        table: dict[str, Any] | None = local_reader(last_positions)(vid)
+        if read_table is None:
+            read_table = local_reader(last_positions)
+        table: dict[str, Any] | None = read_table(vid)
         if mine is None or (table is not None and table["env"]["ts"] > mine["env"]["ts"]):
             return table  # a partition that came back to us: the table knows better
         return mine

@@ -247,12 +247,10 @@ class RedisBus(Bus):
             self.max_seen,
             pack_batch(items),
         ]
-        ids = [
-            int(i)
-            for i in await self._publish(
-                keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY, LAST_FIX_KEY, INSTANCES_KEY], args=args
-            )
-        ]
+        reply = await self._publish(
+            keys=[EVENT_ID_KEY, LAST_POSITIONS_KEY, LAST_FIX_KEY, INSTANCES_KEY], args=args
+        )
+        ids = [int(i) for i in reply.split()]  # publish.lua: the ids in one string
         self.max_seen = max(self.max_seen, *ids)
         return ids
 

@@ -70,6 +70,18 @@ PRIVATES: tuple[Private, ...] = (
     Private(_FAUST_CONSUMER, "_unacked_messages", "transport.py ack", "__init__"),
     Private(_FAUST_CONSUMER, "_committed_offset", "transport.py, consumer_watch.py", "__init__"),
     Private(_FAUST_CONSUMER, "_add_gap", "transport.py overrides it"),
+    # kafka/transport.py ack_many: Consumer.ack's bookkeeping, once per list of records.
+    *(
+        Private(_FAUST_CONSUMER, name, "transport.py ack_many does what ack does", "ack")
+        for name in (
+            "_committed_offset",
+            "_acked_index",
+            "_acked",
+            "_unacked_messages",
+            "_n_acked",
+            "_waiting_for_ack",
+        )
+    ),
     # kafka/consumer_watch.py: the diagnostic snapshot.
     Private(_FAUST_CONSUMER, "_paused_partitions", "consumer_watch.py", "_reset_state"),
     Private(_FAUST_CONSUMER, "_get_active_partitions", "consumer_watch.py"),

@@ -19,8 +19,9 @@ Consumer.ack refuses that ack and has the record delivered again, see transport.
 record of an acking topic is tracked as pending before the agent sees it
 (`Consumer.track_message`, which also tells the sensors). The records of a batch are
 acknowledged after the agent has finished with the batch (when it asks for the next one),
-in order; a batch the agent does not finish (an exception, a cancelled task) is handed back
-to the consumer, which delivers it again.
+in order, with one `Consumer.ack_many` (transport.py: Faust's per-record ack bookkeeping
+under one lock round); a batch the agent does not finish (an exception, a cancelled task)
+is handed back to the consumer, which delivers it again.
 
 Installed through Faust's `Stream` setting (the app's stream class); every other stream
 behaves exactly as faust.Stream. Public Faust names only: `app.flow_control`,
@@ -60,6 +61,7 @@ class BatchStream(faust.Stream[Any]):
         acks = app.topics.acks_enabled_for(topic)
         track = consumer.track_message
         ack = consumer.ack
+        ack_many = consumer.ack_many
         message_out = app.sensors.on_message_out
         live: list[Message] = []
         try:
@@ -81,9 +83,9 @@ class BatchStream(faust.Stream[Any]):
                 yield live
                 # Only after the agent asked for more: the whole batch was processed.
                 done, live = live, []
-                for message in done:
-                    ack(message)
-                    if acks:
+                ack_many(done)
+                if acks:
+                    for message in done:
                         message_out(message.tp, message.offset, message)
         finally:
             # An unfinished batch and what the lane still holds are delivered again.

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 from tracker_ws.kafka.drain import BatchDrain
 from tracker_ws.kafka.offset_guard import DELIVER, REWIND, OffsetGuard, Verdict
@@ -350,6 +351,49 @@ class Consumer(BatchDrain, faust_aiokafka.Consumer):  # type: ignore[misc]
         self.refused_acks += 1
         self.guard.unprocessed(message.tp, message.offset)
         return False
+
+    def ack_many(self, messages: list[Any]) -> None:
+        """`ack` of each message of one topic, in order, with the bookkeeping of
+        Faust's `Consumer.ack` done under one `ack_lock` round for the list: per record, the
+        lock, two method calls, the topic's acks check and the waiter's notify were a
+        twentieth of the worker's CPU at full ingest. A record that `ack` would refuse
+        (skipped by its stream: flow suspended, older generation) takes `ack` itself."""
+        app = self.app
+        if not messages:
+            return
+        if not app.flow_control.is_active() or not app.topics.acks_enabled_for(messages[0].topic):
+            for message in messages:
+                self.ack(message)
+            return
+        generation = app.consumer_generation_id
+        committed_offset = self._committed_offset
+        acked_index = self._acked_index
+        acked = self._acked
+        unacked = self._unacked_messages
+        refused: list[Any] = []
+        n = 0
+        with ack_lock:
+            for message in messages:
+                if message.generation_id != generation:
+                    refused.append(message)
+                    continue
+                if message.acked:
+                    continue
+                message.acked = True
+                tp = message.tp
+                offset = message.offset
+                committed = committed_offset[tp]
+                if committed is None or offset >= committed:
+                    index = acked_index[tp]
+                    if offset not in index:
+                        unacked.discard(message)
+                        index.add(offset)
+                        acked[tp].append(offset)
+                        n += 1
+            self._n_acked += n
+            notify(self._waiting_for_ack)
+        for message in refused:
+            self.ack(message)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         log.warning(

@@ -91,7 +91,9 @@ def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
 def local_reader(table: Any) -> Callable[[str], Any]:
     """`get` of a table's local store without the table's machinery: Table.get and the
     store's Mapping.get raise and catch a KeyError for every missing key and call the
-    sensors; the in-memory store keeps a plain dict (`Store.data`), read directly."""
+    sensors; the in-memory store keeps a plain dict (`Store.data`), read directly. A table
+    builds its store once and the store its dict once (both only cleared later): the
+    returned function can be kept for the table's life."""
     store = table.data
     plain = getattr(store, "data", None)
     if isinstance(plain, dict):

@@ -12,17 +12,18 @@
 --        <len target>... <len history stream>...\n" (lengths in bytes), then the strings
 --        themselves, back to back: vehicleId ('' for none), dedupe id ('' for none),
 --        target..., history stream..., payload.
--- The ARGV layout is private to this script and RedisBus.publish: each instance runs its own
--- copy (by SHA), so instances of two versions share one Redis during a rolling upgrade. What
--- they share -- the delivery message format below, the keys and their values -- must not change.
+-- The ARGV layout and the reply are private to this script and RedisBus.publish: each
+-- instance runs its own copy (by SHA), so instances of two versions share one Redis during a
+-- rolling upgrade. What they share -- the delivery message format below, the keys and their
+-- values -- must not change.
 -- A position whose fix time is not newer than the vehicle's mirrored one is dropped (0 in the
--- returned list): after a failover the new partition owner re-reads fixes that were already
+-- returned ids): after a failover the new partition owner re-reads fixes that were already
 -- published, and they must not go out again, nor move a vehicle back in time.
 -- History entries use the eventId as their stream id, so "everything after N" is one XRANGE.
 -- When a stream is trimmed past its cap, '<stream>:floor' keeps the highest trimmed id, so a
 -- reader can tell that events after its lastEventId may be gone.
 -- An item whose dedupe id was seen within the TTL (the same event from Kafka and from a
--- Redis channel, or from two instances) gets no eventId: 0 in the returned list.
+-- Redis channel, or from two instances) gets no eventId: 0 among the returned ids.
 -- Each delivery message is lines of "<eventId> <payload>\n" in increasing eventId order.
 local n = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -148,4 +149,6 @@ end
 for _, target in ipairs(order) do
   redis.call('PUBLISH', 'ws:deliver:' .. target, table.concat(per_target[target]))
 end
-return ids
+-- One string of n space-separated ids: a reply of n integers cost the caller's RESP parser
+-- a read per item.
+return table.concat(ids, ' ')
