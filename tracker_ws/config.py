@@ -232,7 +232,7 @@ VARIABLES: tuple[Var, ...] = (
         "standby copies of each table partition on other instances (Faust's "
         "table_standby_replicas); with the in-memory tables they do not shorten a failover "
         "(README, Failover)", min=0, max=10),
-    Var("TRACKER_WS_GC_GEN0", "gc_gen0", "int", 20000,
+    Var("TRACKER_WS_GC_GEN0", "gc_gen0", "int", 50000,
         "allocations between two young-generation garbage collections in the worker "
         "(`tracker_ws/gctune.py`); 0 keeps Python's default (700)", min=0, max=10_000_000),
     Var("TRACKER_WS_STALL_AFTER_S", "stall_after_s", "float", 20.0,
@@ -297,7 +297,7 @@ class Settings:
     kafka_heartbeat_interval_s: float = 0.1
     kafka_rebalance_timeout_s: float = 20.0
     standby_replicas: int = 0
-    gc_gen0: int = 20000  # young-generation GC threshold in the worker (gctune.py)
+    gc_gen0: int = 50000  # young-generation GC threshold in the worker (gctune.py)
     # issue 10: web listeners (web/listeners.py)
     internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose
     internal_port: int = 8092
