@@ -82,6 +82,13 @@ PRIVATES: tuple[Private, ...] = (
             "_waiting_for_ack",
         )
     ),
+    # kafka/transport.py fetch_batch: Faust's getmany as one list per fetch.
+    *(
+        Private(_FAUST_CONSUMER, name, "transport.py fetch_batch does what getmany does", "getmany")
+        for name in ("_wait_next_records", "_buffered_partitions", "_to_message")
+    ),
+    Private(_FAUST_CONSUMER, "_wait_next_records", "transport.py fetch_batch"),
+    Private("faust.transport.drivers.aiokafka:Consumer", "_to_message", "transport.py"),
     # kafka/consumer_watch.py: the diagnostic snapshot.
     Private(_FAUST_CONSUMER, "_paused_partitions", "consumer_watch.py", "_reset_state"),
     Private(_FAUST_CONSUMER, "_get_active_partitions", "consumer_watch.py"),

@@ -23,6 +23,9 @@ list. The lane's queue is built by `App.FlowControlQueue` like every stream queu
 rebalance empties it and hands its records back (app.HandBackQueue). A list not yet put
 when a rebalance interrupts the batch is passed over like the rest of the batch.
 
+The fetch itself is `Consumer.fetch_batch` (transport.py): Faust's `getmany` and the
+offset guard as one list per fetch, not two async generators per record.
+
 Private names of faust used here (checked by kafka/compat.py): `Consumer._drain_messages`
 (overridden), `_read_offset`, `_n_acked`, `_commit_every`, `_add_gap`, `_stopped` (mode).
 """
@@ -30,7 +33,7 @@ Private names of faust used here (checked by kafka/compat.py): `Consumer._drain_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -47,7 +50,7 @@ class BatchDrain:
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
         me = cast(Any, self)
-        getmany = me.getmany
+        fetch_batch = me.fetch_batch
         consumer_should_stop = me._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         set_flag = me.diag.set_flag
@@ -56,25 +59,23 @@ class BatchDrain:
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                ait = cast(AsyncIterator[tuple[Any, Any]], getmany(timeout=1.0))
+                batch: list[tuple[Any, Any]] = await fetch_batch(timeout=1.0)
                 await me.sleep(0)
-                if not me.should_stop:
-                    batch = [item async for item in ait]
-                    if batch:
-                        if suspend_flow.is_set():
-                            done = 0
-                        else:
-                            progress = [0]
-                            await me.wait_first(
-                                self._deliver_batch(batch, progress), suspend_flow.wait()
-                            )
-                            done = progress[0]
-                        # Interrupted by a rebalance: the rest is passed over, as Faust does.
-                        read_offset = me._read_offset
-                        for tp, message in batch[done:]:
-                            r_offset = read_offset.get(tp)
-                            if r_offset is None or message.offset >= r_offset:
-                                read_offset[tp] = message.offset
+                if not me.should_stop and batch:
+                    if suspend_flow.is_set():
+                        done = 0
+                    else:
+                        progress = [0]
+                        await me.wait_first(
+                            self._deliver_batch(batch, progress), suspend_flow.wait()
+                        )
+                        done = progress[0]
+                    # Interrupted by a rebalance: the rest is passed over, as Faust does.
+                    read_offset = me._read_offset
+                    for tp, message in batch[done:]:
+                        r_offset = read_offset.get(tp)
+                        if r_offset is None or message.offset >= r_offset:
+                            read_offset[tp] = message.offset
                 unset_flag(CONSUMER_FETCHING)
         except me.consumer_stopped_errors:
             if me.transport.app.should_stop:

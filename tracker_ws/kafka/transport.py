@@ -269,30 +269,65 @@ class Consumer(BatchDrain, faust_aiokafka.Consumer):  # type: ignore[misc]
         await super().on_partitions_revoked(revoked)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        for item in await self.fetch_batch(timeout):
+            yield item
+
+    async def fetch_batch(self, timeout: float) -> list[tuple[Any, Any]]:
+        """One fetch as a list of (tp, Message), through the offset guard: Faust's `getmany`
+        (its scheduler's round-robin order; stopped by a rebalance or a new generation; a
+        seek to the committed offsets while the flow is stopped) without two async
+        generators and an end-offset lookup per record (the high watermark, from the fetch
+        response, is the same for every record of a partition: told to the monitor once
+        per partition and fetch). The drain (drain.py) takes the list at once."""
         if self.flow_active and self.app.flow_control.is_active():
             await self._redeliver()
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:
+            # As Faust's getmany: a fetch while the flow is stopped seeks back.
+            try:
+                await self.perform_seek()
+            except Exception as exc:
+                log.warning("could not seek back to the committed offsets: %r", exc)
+            return []
+        app = self.app
+        generation = app.consumer_generation_id
+        buffered = self._buffered_partitions
+        to_message = self._to_message
+        check = self.guard.check
+        monitored: set[Any] = set()
         rewound: set[Any] = set()
-        async for tp, message in super().getmany(timeout):
+        out: list[tuple[Any, Any]] = []
+        for tp, record in self.scheduler.iterate(records):
+            if not self.flow_active or app.consumer_generation_id != generation:
+                break
+            if active is not None and tp not in active and tp not in buffered:
+                continue
+            if tp not in monitored:
+                monitored.add(tp)
+                app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             if is_changelog(tp.topic):
-                yield tp, message
+                out.append((tp, to_message(tp, record)))
                 continue
             if tp in rewound:
                 continue  # the rest of a batch that ran past a hole
-            verdict = self.guard.check(tp, message.offset)
-            if verdict.gave_up:
-                log.warning(
-                    "%s[%d]: offsets %s..%d never came back after %d seeks; going on",
-                    tp.topic,
-                    tp.partition,
-                    verdict.to,
-                    message.offset - 1,
-                    self.guard.max_rewinds,
-                )
+            verdict = check(tp, record.offset)
             if verdict.action == DELIVER:
-                yield tp, message
+                if verdict.gave_up:
+                    log.warning(
+                        "%s[%d]: offsets %s..%d never came back after %d seeks; going on",
+                        tp.topic,
+                        tp.partition,
+                        verdict.to,
+                        record.offset - 1,
+                        self.guard.max_rewinds,
+                    )
+                out.append((tp, to_message(tp, record)))
             elif verdict.action == REWIND:
                 rewound.add(tp)
-                await self._rewind(tp, verdict, message.offset)
+                await self._rewind(tp, verdict, record.offset)
+        return out
 
     async def _redeliver(self) -> None:
         taken = self.guard.take_unprocessed()
