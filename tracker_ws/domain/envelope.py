@@ -12,7 +12,12 @@ from typing import Any
 import orjson
 
 from tracker_ws.domain.models import GpsFix, Vehicle, VehicleStatus
-from tracker_ws.domain.protocol import position_dict
+from tracker_ws.domain.protocol import (
+    encode_geo_event,
+    encode_notification,
+    encode_system_alert,
+    position_dict,
+)
 
 POSITION = "pos"
 ALERT = "alert"
@@ -85,6 +90,19 @@ def decode(payload: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("envelope must be a JSON object")
     return value
+
+
+def event_frame(event_id: int, env: dict[str, Any]) -> bytes:
+    """The client frame of a replayable envelope (geo event, maintenance, notification,
+    alert). Raises ValueError for another kind, KeyError for a missing field."""
+    kind = env.get("t")
+    if kind == GEO:
+        return encode_geo_event(event_id, env["e"])
+    if kind in (MAINTENANCE, NOTIFICATION):
+        return encode_notification(event_id, env["n"])
+    if kind == ALERT:
+        return encode_system_alert(event_id, str(env["level"]), str(env["message"]))
+    raise ValueError(f"no frame for envelope kind {kind!r:.40}")
 
 
 def history_streams(env: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from tracker_ws.domain import envelope
+from tracker_ws.domain.audience import admits, audience_of
 from tracker_ws.domain.errors import SubscriptionRevoked
 from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.index import SubscriptionIndex
@@ -24,9 +25,6 @@ from tracker_ws.domain.models import (
     Vehicle,
 )
 from tracker_ws.domain.protocol import (
-    encode_geo_event,
-    encode_notification,
-    encode_system_alert,
     iso_from_ms,
     position_heads,
     sensors_json_of,
@@ -35,7 +33,7 @@ from tracker_ws.domain.protocol import (
     status_json,
 )
 from tracker_ws.domain.registry import VehicleRegistry
-from tracker_ws.domain.subscriptions import event_keys, position_keys, routing_key
+from tracker_ws.domain.subscriptions import position_keys
 from tracker_ws.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -226,56 +224,19 @@ class Hub:
             self.metrics.delivery_vehicles.observe_many(latencies)
 
     def recipients(self, event_id: int, env: dict[str, Any]) -> tuple[bytes, list[Session]] | None:
-        """The frame of a replayable event and the local connections entitled to it. Used for
-        live delivery and, per connection, for replay after a reconnect: one rule for both."""
-        kind = env.get("t")
-        if kind == envelope.GEO:
-            frame = encode_geo_event(event_id, env["e"])
-            return frame, self._vehicle_event(env, SubscriptionType.GEO_EVENTS, str(env["z"]))
-        if kind == envelope.MAINTENANCE:
-            frame = encode_notification(event_id, env["n"])
-            return frame, self._vehicle_event(env, SubscriptionType.MAINTENANCE, None)
-        if kind == envelope.NOTIFICATION:
-            user = str(env["u"])
-            key = routing_key(SubscriptionType.NOTIFICATIONS, "user", user)
-            frame = encode_notification(event_id, env["n"])
-            # Only ever the user's own, whatever the index says.
-            return frame, [s for s in self.index.lookup([key]) if s.user.user_id == user]
-        if kind == envelope.ALERT:
-            frame = encode_system_alert(event_id, str(env["level"]), str(env["message"]))
-            return frame, self._alert_audience(env)
-        return None
-
-    def _vehicle_event(
-        self, env: dict[str, Any], stype: SubscriptionType, geozone: str | None
-    ) -> list[Session]:
-        vid = str(env["v"])
-        vehicle = self.registry.get(vid)
-        # The registry, not the producer, says whose vehicle it is now.
-        company = vehicle.company_id if vehicle is not None else str(env["c"])
-        groups = vehicle.group_ids if vehicle is not None else frozenset()
-        out = []
-        for conn in self.index.lookup(event_keys(stype, company, vid, groups, geozone)):
-            perms = conn.perms
-            if company != perms.user.company_id:
-                continue  # never across companies, whatever the index says
-            if perms.narrowed and not perms.can_see(vid, company, groups):
-                continue
-            out.append(conn)
-        return out
-
-    def _alert_audience(self, env: dict[str, Any]) -> list[Session]:
-        companies = env.get("companies")
-        scope = frozenset(cast(list[str], companies)) if companies else None
-        # Alerts from the system-alerts stream go to `systemAlerts` subscribers; an admin
-        # broadcast goes to every connection in scope.
-        subscribers_only = bool(env.get("subscribers_only"))
-        return [
-            s
-            for s in self.sessions.values()
-            if (scope is None or s.user.company_id in scope)
-            and (not subscribers_only or s.subs.has(SubscriptionType.SYSTEM_ALERTS))
+        """The frame of a replayable event and the local connections entitled to it
+        (domain/audience.py, the rule replay applies to one connection)."""
+        audience = audience_of(env, self.registry.get)
+        if audience is None:
+            return None
+        candidates: Iterable[Session] = (
+            self.sessions.values() if audience.keys is None else self.index.lookup(audience.keys)
+        )
+        needs = audience.needs
+        sessions = [
+            s for s in candidates if admits(audience, s.perms, needs is None or s.subs.has(needs))
         ]
+        return envelope.event_frame(event_id, env), sessions
 
     def _position_keys(self, vid: str, company: str, groups: list[str]) -> list[str]:
         """position_keys of a vehicle, cached: the same few keys for every fix of it."""

@@ -18,6 +18,7 @@ import orjson
 
 from tracker_ws.bus.base import HISTORY_CAP
 from tracker_ws.domain import envelope
+from tracker_ws.domain.audience import audience_of, entitled
 from tracker_ws.domain.errors import BackendUnavailable, InvalidMessage
 from tracker_ws.domain.models import FilterKind, Subscribe, Subscription, SubscriptionType
 from tracker_ws.domain.protocol import iso_from_ms, parse_client_message
@@ -103,17 +104,23 @@ async def recover(session: Session, last_event_id: int) -> Outcome:
 
 
 def replay(session: Session) -> int:
-    """Send the events `recover` found, in eventId order; returns how many matched."""
-    hub = session.rt.hub
+    """Send the events `recover` found, in eventId order; returns how many matched (the rule
+    of live delivery, domain/audience.py, for this one connection)."""
+    vehicles = session.rt.registry.get
+    held = session.subs.keys()
+    types = frozenset(t for t in SubscriptionType if session.subs.has(t))
     sent = 0
     for event_id, payload in session.replay or []:
         try:
-            found = hub.recipients(event_id, envelope.decode(payload))
+            env = envelope.decode(payload)
+            audience = audience_of(env, vehicles)
+            if audience is None or not entitled(audience, session.perms, held, types):
+                continue
+            frame = envelope.event_frame(event_id, env)
         except (ValueError, KeyError, TypeError):
             continue
-        if found is not None and session in found[1]:
-            session.push_event(event_id, found[0], replaying=True)
-            sent += 1
+        session.push_event(event_id, frame, replaying=True)
+        sent += 1
     session.replay = None
     return sent
 
