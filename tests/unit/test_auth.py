@@ -84,7 +84,7 @@ def _hs256(claims: dict[str, Any], secret: str = SECRET) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def _hand_signed(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -> str:
+def _hand_signed(header: dict[str, Any], claims: Any, key: bytes | None) -> str:
     """A token built without PyJWT, which refuses to produce the attacks tested here."""
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     signature = (
@@ -156,6 +156,26 @@ def test_time_claim_beyond_any_float_rejected(hs: TokenVerifier, claim: str, val
     with pytest.raises(AuthError, match=claim) as info:
         hs.verify(token, now=NOW)
     assert not isinstance(info.value, TokenExpired)
+
+
+@pytest.mark.parametrize("payload", [[1, 2], "text", 7, None])
+def test_a_payload_that_is_not_an_object_is_refused(hs: TokenVerifier, payload: Any) -> None:
+    token = _hand_signed({"alg": "HS256", "typ": "JWT"}, payload, SECRET.encode())
+    with pytest.raises(AuthError, match="not a JSON object"):
+        hs.verify(token, now=NOW)
+
+
+def test_a_jti_that_is_not_a_string_is_refused(hs: TokenVerifier) -> None:
+    token = _hand_signed({"alg": "HS256", "typ": "JWT"}, _claims(jti=17), SECRET.encode())
+    with pytest.raises(AuthError, match="jti"):
+        hs.verify(token, now=NOW)
+    assert hs.verify(_hand_signed({"alg": "HS256"}, _claims(jti="j-1"), SECRET.encode()), now=NOW)
+
+
+def test_the_prepared_secret_still_refuses_another_secret(hs: TokenVerifier) -> None:
+    other = _hand_signed({"alg": "HS256", "typ": "JWT"}, _claims(), b"x" * len(SECRET))
+    with pytest.raises(AuthError, match="signature"):
+        hs.verify(other, now=NOW)
 
 
 def test_nbf_in_the_future_rejected(hs: TokenVerifier) -> None:
