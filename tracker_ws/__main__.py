@@ -37,6 +37,9 @@ def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     except PortInUse as exc:
         print(f"tracker-ws worker: {exc.message}", file=sys.stderr)
         return 1
+    from tracker_ws import eventloop
+
+    eventloop.choose(settings.uvloop)  # before anything creates the loop
     # Importing the app checks the rest of the settings (one line and exit 2 when bad).
     from tracker_ws.app import app
 

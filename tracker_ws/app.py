@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_ws import devstack, gctune, logthrottle
+from tracker_ws import devstack, eventloop, gctune, logthrottle
 from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
@@ -202,7 +202,12 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         rt.broker_ok = True
         rt.ready = True
         gctune.freeze()  # the start-up heap, never walked by the collector again
-        log.info("tracker-ws %s ready on :%d", settings.instance_id, settings.port)
+        log.info(
+            "tracker-ws %s ready on :%d (event loop: %s)",
+            settings.instance_id,
+            settings.port,
+            eventloop.running(),
+        )
 
     @app.timer(interval=JANITOR_INTERVAL_S)
     async def janitor_tick() -> None:

@@ -232,6 +232,9 @@ VARIABLES: tuple[Var, ...] = (
         "standby copies of each table partition on other instances (Faust's "
         "table_standby_replicas); with the in-memory tables they do not shorten a failover "
         "(README, Failover)", min=0, max=10),
+    Var("TRACKER_WS_UVLOOP", "uvloop", "bool", True,
+        "run the worker on uvloop where it is installed (a dependency on Linux and macOS; "
+        "`tracker_ws/eventloop.py`); 0 = asyncio's own loop"),
     Var("TRACKER_WS_GC_GEN0", "gc_gen0", "int", 50000,
         "allocations between two young-generation garbage collections in the worker "
         "(`tracker_ws/gctune.py`); 0 keeps Python's default (700)", min=0, max=10_000_000),
@@ -297,6 +300,7 @@ class Settings:
     kafka_heartbeat_interval_s: float = 0.1
     kafka_rebalance_timeout_s: float = 20.0
     standby_replicas: int = 0
+    uvloop: bool = True  # the worker's event loop (eventloop.py)
     gc_gen0: int = 50000  # young-generation GC threshold in the worker (gctune.py)
     # issue 10: web listeners (web/listeners.py)
     internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose
