@@ -30,6 +30,23 @@ from bench.common import cpu_plan, pin_self, progress, raise_nofile
 ALL = ("S1", "S2", "S3", "S4", "S5")
 
 
+def worker_loop(args: argparse.Namespace, ctx: scenarios.Ctx) -> str:
+    """The tracker workers' event loop: uvloop when forced (--worker-uvloop) or by the tree's
+    own default (tracker_ws/eventloop.py, TRACKER_WS_UVLOOP), else asyncio's."""
+    if args.worker_uvloop:
+        return "uvloop (--worker-uvloop)"
+    tree = Path(ctx.tracker_src or Path(__file__).resolve().parent.parent)
+    if not (tree / "tracker_ws" / "eventloop.py").exists():
+        return "asyncio"  # a tree from before the uvloop default
+    from tracker_ws.config import VARIABLES
+
+    var = next(v for v in VARIABLES if v.env == "TRACKER_WS_UVLOOP")
+    raw = ctx.worker_env.get(var.env)
+    if raw is None:
+        return "uvloop (the default)" if var.default else "asyncio (the default)"
+    return f"{'uvloop' if var.parse(raw) else 'asyncio'} ({var.env}={raw})"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -91,7 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--worker-uvloop",
         action="store_true",
-        help="run the tracker workers on uvloop (the shim installs it before Faust starts)",
+        help="run the tracker workers on uvloop (the shim installs it before Faust starts): for "
+        "trees from before the uvloop default; now `--worker-env TRACKER_WS_UVLOOP=0` compares "
+        "against asyncio's loop",
     )
     p.add_argument(
         "--profile",
@@ -256,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit,
         "dirty": dirty,
         "tracker_src": ctx.tracker_src or ".",
-        "worker_loop": "uvloop" if args.worker_uvloop else "asyncio",
+        "worker_loop": worker_loop(args, ctx),
         "quick": args.quick,
         "python": platform.python_version(),
         "nofile": [soft, hard],
