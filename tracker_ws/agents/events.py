@@ -40,7 +40,8 @@ class EventIngest:
         except UnicodeDecodeError:
             raise InvalidEvent("message key is not UTF-8") from None
         env, dedupe = parser(load_json(value), key_text)
-        check_alert_targets(env.get("companies"), self.rt.settings.max_broadcast_targets)
+        if env["t"] == envelope.ALERT:
+            check_alert_targets(env["companies"], self.rt.settings.max_broadcast_targets)
         # Every instance, resolved atomically by the bus: each filters with its own index.
         targets = [ALL_INSTANCES]
         self.publisher.add(

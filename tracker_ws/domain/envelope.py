@@ -1,13 +1,14 @@
 """The records the GPS agent publishes through the bus and every instance decodes.
 
-Short keys: these cross Redis for every fix. `t` kind, `v` vehicleId, `c` companyId,
-`g` groupIds, `n` vehicle name, `s` status, `p` the seed `Position` object, `x` sensors,
-`ts` fix time (epoch ms, for the delivery-latency metric).
+Short keys: these cross Redis for every fix. Every key of every kind is declared once, in the
+TypedDicts below, which the builders return (mypy checks the producers); a received envelope
+is input from another instance, decoded as a plain dict and read field by field.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -19,17 +20,75 @@ from tracker_ws.domain.protocol import (
     position_dict,
 )
 
-POSITION = "pos"
-ALERT = "alert"
-GEO = "geo"
-NOTIFICATION = "notif"
-MAINTENANCE = "maint"
+POSITION: Literal["pos"] = "pos"
+ALERT: Literal["alert"] = "alert"
+GEO: Literal["geo"] = "geo"
+NOTIFICATION: Literal["notif"] = "notif"
+MAINTENANCE: Literal["maint"] = "maint"
 ALL_HISTORY = "ws:history:all"  # events for everyone, and every system alert
+
+
+class PositionEnvelope(TypedDict):
+    t: Literal["pos"]
+    v: str  # vehicleId
+    c: str  # companyId
+    g: list[str]  # groupIds, sorted
+    n: str  # vehicle name
+    s: str  # status (VehicleStatus value)
+    p: dict[str, Any]  # the seed `Position` object
+    ts: int  # fix time, epoch ms (the delivery-latency metric)
+    x: NotRequired[dict[str, Any]]  # sensors, when the fix had any
+    # The offline timer's announcement: `p` is the last fix, unchanged; clients get the status
+    # in a positionBatch only (a `position` frame has no status).
+    status_only: NotRequired[bool]
+
+
+class GeoEnvelope(TypedDict):
+    t: Literal["geo"]
+    c: str  # companyId as the producer sent it (the registry decides, see audience.py)
+    v: str  # vehicleId
+    z: str  # geozoneId
+    e: dict[str, Any]  # the seed `GeoEvent` object
+
+
+class MaintenanceEnvelope(TypedDict):
+    t: Literal["maint"]
+    c: str
+    v: str
+    n: dict[str, Any]  # the seed `Notification` object, category maintenance
+
+
+class NotificationEnvelope(TypedDict):
+    t: Literal["notif"]
+    u: str  # userId: that user's connections only
+    n: dict[str, Any]  # the seed `Notification` object
+
+
+# `from` is a keyword: the functional form.
+AlertEnvelope = TypedDict(
+    "AlertEnvelope",
+    {
+        "t": Literal["alert"],
+        "level": str,
+        "message": str,
+        "companies": list[str] | None,  # None: every company
+        # From the system-alerts stream: to `systemAlerts` subscribers only (an admin
+        # broadcast goes to every connection in scope).
+        "subscribers_only": NotRequired[bool],
+        # An admin broadcast: request id and instance to report delivery counts to.
+        "req": NotRequired[str | None],
+        "from": NotRequired[str | None],
+    },
+)
+
+Envelope = (
+    PositionEnvelope | GeoEnvelope | MaintenanceEnvelope | NotificationEnvelope | AlertEnvelope
+)
 
 
 def alert_envelope(
     level: str, message: str, companies: list[str] | None, req: str | None, sender: str | None
-) -> dict[str, Any]:
+) -> AlertEnvelope:
     """A system alert for everyone (companies None) or the listed companies. `req`/`from`
     let each instance report back how many connections it delivered to."""
     return {
@@ -42,7 +101,7 @@ def alert_envelope(
     }
 
 
-def position_envelope(fix: GpsFix, vehicle: Vehicle, status: VehicleStatus) -> dict[str, Any]:
+def position_envelope(fix: GpsFix, vehicle: Vehicle, status: VehicleStatus) -> PositionEnvelope:
     return fix_envelope(
         fix.vehicle_id,
         vehicle.company_id,
@@ -64,9 +123,9 @@ def fix_envelope(
     position: dict[str, Any],
     ts_ms: int,
     sensors: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> PositionEnvelope:
     """A position envelope from its parts (`groups` sorted, `position` a seed Position)."""
-    env: dict[str, Any] = {
+    env: PositionEnvelope = {
         "t": POSITION,
         "v": vehicle_id,
         "c": company_id,
@@ -81,7 +140,7 @@ def fix_envelope(
     return env
 
 
-def encode(env: dict[str, Any]) -> bytes:
+def encode(env: Mapping[str, object]) -> bytes:
     return orjson.dumps(env)
 
 
@@ -105,7 +164,7 @@ def event_frame(event_id: int, env: dict[str, Any]) -> bytes:
     raise ValueError(f"no frame for envelope kind {kind!r:.40}")
 
 
-def history_streams(env: dict[str, Any]) -> list[str]:
+def history_streams(env: Mapping[str, object]) -> list[str]:
     """The bounded history streams a replayable event is appended to (ARCHITECTURE §3).
     One per audience: a company, a user, or everyone (alerts, targeted or not)."""
     kind = env.get("t")

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from tracker_ws.domain.envelope import ALERT, GEO, MAINTENANCE, NOTIFICATION
+from tracker_ws.domain.envelope import (
+    ALERT,
+    GEO,
+    MAINTENANCE,
+    NOTIFICATION,
+    AlertEnvelope,
+    Envelope,
+    GeoEnvelope,
+    MaintenanceEnvelope,
+    NotificationEnvelope,
+)
 from tracker_ws.domain.errors import InvalidEvent, InvalidMessage, TooManyTargets
 from tracker_ws.domain.models import GpsFix, Sensors
 from tracker_ws.domain.protocol import iso_from_ms, parse_timestamp_ms
@@ -124,7 +135,7 @@ def _iso(value: object, field: str) -> str:
         raise InvalidEvent(exc.message) from None
 
 
-def parse_geo_event(value: Any, key: str | None = None) -> tuple[dict[str, Any], str]:
+def parse_geo_event(value: Any, key: str | None = None) -> tuple[GeoEnvelope, str]:
     """geo-events: {vehicleId, vehicleName, companyId, geozoneId, geozoneName,
     eventType: entered|exited, position, timestamp}."""
     if not isinstance(value, dict):
@@ -145,7 +156,7 @@ def parse_geo_event(value: Any, key: str | None = None) -> tuple[dict[str, Any],
         "timestamp": _iso(value.get("timestamp"), "timestamp"),
     }
     company = uuid_str(value.get("companyId"), "companyId", InvalidEvent)
-    env = {"t": GEO, "c": company, "v": vid, "z": event["geozoneId"], "e": event}
+    env: GeoEnvelope = {"t": GEO, "c": company, "v": vid, "z": event["geozoneId"], "e": event}
     dedupe = f"geo:{vid}:{event['geozoneId']}:{event_type}:{event['timestamp']}"
     return env, dedupe
 
@@ -170,7 +181,7 @@ def _notification(raw: object, *, category: str | None = None) -> dict[str, Any]
     }
 
 
-def parse_notification(value: Any, key: str | None = None) -> tuple[dict[str, Any], str]:
+def parse_notification(value: Any, key: str | None = None) -> tuple[NotificationEnvelope, str]:
     """notifications: {userId, notification: {id, title, body, category, priority, data}}."""
     if not isinstance(value, dict):
         raise InvalidEvent("notification event must be a JSON object")
@@ -179,7 +190,7 @@ def parse_notification(value: Any, key: str | None = None) -> tuple[dict[str, An
     return {"t": NOTIFICATION, "u": user, "n": n}, f"notif:{n['id']}"
 
 
-def parse_maintenance(value: Any, key: str | None = None) -> tuple[dict[str, Any], str]:
+def parse_maintenance(value: Any, key: str | None = None) -> tuple[MaintenanceEnvelope, str]:
     """maintenance-events: {companyId, vehicleId, id?, title?, body?/description?, priority?,
     type?, data?} → a `notification` with category `maintenance`."""
     if not isinstance(value, dict):
@@ -208,7 +219,7 @@ def parse_maintenance(value: Any, key: str | None = None) -> tuple[dict[str, Any
     return {"t": MAINTENANCE, "c": company, "v": vid, "n": n}, f"maint:{n['id']}"
 
 
-def parse_system_alert(value: Any, key: str | None = None) -> tuple[dict[str, Any], str]:
+def parse_system_alert(value: Any, key: str | None = None) -> tuple[AlertEnvelope, str]:
     """system-alerts: {level, message, targetCompanyIds?, id?}."""
     if not isinstance(value, dict):
         raise InvalidEvent("system alert must be a JSON object")
@@ -226,7 +237,7 @@ def parse_system_alert(value: Any, key: str | None = None) -> tuple[dict[str, An
         value.get("id")
         or hashlib.sha1(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
     )
-    env = {
+    env: AlertEnvelope = {
         "t": ALERT,
         "level": level,
         "message": message,
@@ -248,7 +259,7 @@ def check_alert_targets(companies: list[str] | None, cap: int) -> None:
 _NS = uuid.UUID("0b7c7a52-7f4e-4f0e-9c43-4c3f3c1f6a11")
 
 # Input type (topic name, or the {type} of a Redis `events:{type}` channel) → parser.
-PARSERS = {
+PARSERS: dict[str, Callable[[Any, str | None], tuple[Envelope, str]]] = {
     "geo-events": parse_geo_event,
     "notifications": parse_notification,
     "maintenance-events": parse_maintenance,
