@@ -30,20 +30,6 @@ from bench.common import cpu_plan, pin_self, progress, raise_nofile
 ALL = ("S1", "S2", "S3", "S4", "S5")
 
 
-def free_stamp(out: Path, stamp: str) -> str:
-    """`stamp`, or `stamp-2`, `-3` … when a run of the same minute already wrote its results
-    there (two short runs in one minute overwrote each other's files)."""
-    taken = {p.name for p in out.glob(f"{stamp}*")} if out.is_dir() else set()
-    candidate, n = stamp, 1
-    while any(
-        name.startswith(f"{candidate}-") and not name[len(candidate) + 1].isdigit()
-        for name in taken
-    ):
-        n += 1
-        candidate = f"{stamp}-{n}"
-    return candidate
-
-
 def worker_loop(args: argparse.Namespace, ctx: scenarios.Ctx) -> str:
     """The tracker workers' event loop: uvloop when forced (--worker-uvloop) or by the tree's
     own default (tracker_ws/eventloop.py, TRACKER_WS_UVLOOP), else asyncio's."""
@@ -250,7 +236,8 @@ async def _guard(coro: Any, what: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    stamp = free_stamp(args.out, time.strftime("%Y-%m-%d-%H%M"))
+    # To the second: two short runs within one minute overwrote each other's files.
+    stamp = time.strftime("%Y-%m-%d-%H%M%S")
     soft, hard = raise_nofile()
     server_cpus, load_cpus = cpu_plan()
     pin_self(load_cpus)  # the orchestrator and producer live with the load generator

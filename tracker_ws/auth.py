@@ -100,7 +100,9 @@ class TokenVerifier:
                 f"unsupported JWT algorithm(s) {unsupported}; "
                 f"supported: {sorted(SUPPORTED_ALGORITHMS)}"
             )
-        # Signatures only (PyJWS); the claims are read and checked here.
+        # Signatures only (PyJWS); the claims are read and checked in verify(), time claims
+        # with its own clock (PyJWT has none to inject). No audience is configured, so `aud`
+        # is not enforced.
         self._decoder = jwt.PyJWS(options={"verify_signature": True})
         keys: dict[str, _VerifyKey] = {}
         for alg in allowed:
@@ -140,8 +142,6 @@ class TokenVerifier:
         self._single: tuple[_VerifyKey, list[str]] | None = (
             (next(iter(keys.values())), list(keys)) if len(distinct) == 1 else None
         )
-        # Time claims are checked in verify() (PyJWT has no injectable clock); PyJWS checks
-        # the signature. No audience is configured, so `aud` is not enforced.
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
