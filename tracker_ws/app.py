@@ -25,6 +25,7 @@ from tracker_ws.config import Settings
 from tracker_ws.domain.errors import ConfigError
 from tracker_ws.kafka import compat, consumer_watch, group_leave
 from tracker_ws.kafka.app import KafkaApp
+from tracker_ws.kafka.rejoin import LeaderAwareAssignor
 from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
@@ -144,6 +145,8 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        # Remembers whether this member led the last rebalance (kafka/rejoin.py).
+        PartitionAssignor=LeaderAwareAssignor,
         broker_request_timeout=30.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,

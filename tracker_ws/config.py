@@ -228,6 +228,11 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRACKER_WS_KAFKA_REBALANCE_TIMEOUT", "kafka_rebalance_timeout_s", "float", 20.0,
         "seconds a real Kafka waits for every member to rejoin during a rebalance", min=1,
         max=300),
+    Var("TRACKER_WS_KAFKA_REJOIN_STAGGER", "kafka_rejoin_stagger_s", "float", 0.15,
+        "seconds a member that did not lead the last rebalance waits before rejoining, so the "
+        "leader's assignment reaches the broker first (the embedded broker answers a follower "
+        "that asks before it a second later); 0 for Apache Kafka (`tracker_ws/kafka/rejoin.py`)",
+        min=0, max=0.9),
     Var("TRACKER_WS_STANDBY_REPLICAS", "standby_replicas", "int", 0,
         "standby copies of each table partition on other instances (Faust's "
         "table_standby_replicas); with the in-memory tables they do not shorten a failover "
@@ -299,6 +304,7 @@ class Settings:
     kafka_session_timeout_s: float = 2.0
     kafka_heartbeat_interval_s: float = 0.1
     kafka_rebalance_timeout_s: float = 20.0
+    kafka_rejoin_stagger_s: float = 0.15
     standby_replicas: int = 0
     uvloop: bool = True  # the worker's event loop (eventloop.py)
     gc_gen0: int = 50000  # young-generation GC threshold in the worker (gctune.py)

@@ -58,8 +58,10 @@ CLIENTS = 60
 FIXES_PER_TICK = 3  # per 50 ms tick: ~50 fixes/s, each of the 24 vehicles every ~0.45 s
 # Issue 11: no client should go longer than POSITION_GAP_TARGET_S without a position during
 # the rolling restart (its own reconnect, the hand-over of the stopping instance's partitions,
-# the rejoin; measured 2.4–2.6 s, once 3.7 s). The gaps are printed; the test asserts only a
-# limit that the old consumer-group settings (10–41 s) cannot pass.
+# the rejoin). Measured 2.4–2.6 s with 3.2–3.3 s in 3 of 20 runs when a follower asked for its
+# assignment before the leader (kafka/rejoin.py); since, 2.5–2.7 s, the longest always in the
+# restarted instance's own partitions as it joins. The gaps are printed; the test asserts only
+# a limit that the old consumer-group settings (10–41 s) cannot pass.
 POSITION_GAP_TARGET_S = 3.0
 MAX_POSITION_GAP_S = 8.0
 

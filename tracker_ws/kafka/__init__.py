@@ -11,6 +11,9 @@
   conductor (issue 11).
 - group_leave.py: LeaveGroup sent by hand when the consumer stopped at generation 0 (the
   embedded broker numbers a new group's first generation 0, and aiokafka skips LeaveGroup there).
+- rejoin.py: followers rejoin a rebalance after the leader (Faust's public PartitionAssignor
+  setting tells a member it led; the wait ends Faust's public
+  ConsumerThread.on_partitions_revoked).
 - compat.py: every private name of faust-streaming, mode and aiokafka still used, checked at
   start-up against the pinned versions (setup.cfg); a missing one stops the worker with one
   line naming it.
@@ -38,6 +41,13 @@ The upstream faults worked around, and exactly when each workaround acts:
    (a broker that answers right, such as Apache Kafka) nothing is read and the correction
    costs nothing, until a fetch or a read shows an answer short of the end; then it acts as
    untrusted for the rest of the process, with one warning.
+
+4. The embedded broker answers a follower's SyncGroup that arrives before the leader's
+   assignment one second later (it sleeps a second between checks), and holds every JoinGroup
+   a second from when it was sent: a follower that noticed a rebalance before the leader did
+   paused two seconds instead of one. Active on every rebalance this member did not lead:
+   it rejoins TRACKER_WS_KAFKA_REJOIN_STAGGER (0.15 s) later; 0 turns it off (Apache Kafka
+   waits for the leader itself, so there the wait only lengthens each rebalance).
 
 Also: faust-streaming hard-codes a 1.5 s fetch long-poll (`fetch_max_wait_ms`), which brokers
 that hold a fetch until the wait expires (Tansu) add to every delivery; the worker consumer

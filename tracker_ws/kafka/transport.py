@@ -32,6 +32,7 @@ from mode.utils.futures import notify
 from tracker_ws.kafka.drain import BatchDrain
 from tracker_ws.kafka.offset_guard import DELIVER, REWIND, OffsetGuard, Verdict
 from tracker_ws.kafka.producer import Producer
+from tracker_ws.kafka.rejoin import LeaderAwareAssignor, rejoin_delay
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,21 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
         await super().on_thread_stop()
         if self._probe is not None:
             await self._probe.stop()
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # Runs before aiokafka sends JoinGroup: a follower lets the leader rejoin first
+        # (rejoin.py).
+        await super().on_partitions_revoked(revoked)
+        delay = self.rejoin_wait()
+        if delay:
+            await asyncio.sleep(delay)  # the pacing itself: nothing to wait for but time
+
+    def rejoin_wait(self) -> float:
+        """Seconds to wait before rejoining the rebalance that is beginning."""
+        assignor = self.app.assignor
+        led = assignor.take_leadership() if isinstance(assignor, LeaderAwareAssignor) else True
+        rt = getattr(self.app, "rt", None)
+        return rejoin_delay(led, rt.settings.kafka_rejoin_stagger_s if rt is not None else 0.0)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
