@@ -621,6 +621,8 @@ def loop_callbacks(raw_path: Path, limit: int = 15) -> list[tuple[str, float]]:
 
 
 PROFILE_NEEDLES = [
+    "Flusher._run",
+    "Session.flush",
     "_write_loop",
     "send_frame",
     "Hub.deliver",

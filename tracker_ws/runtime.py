@@ -13,6 +13,7 @@ from tracker_ws.config import Settings
 from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.registry import VehicleRegistry
 from tracker_ws.metrics import Metrics
+from tracker_ws.web.flusher import Flusher
 from tracker_ws.web.hub import Hub
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class Runtime:
     bus: Bus
     verifier: TokenVerifier
     writeback: WriteBack
+    flusher: Flusher
     started_at: float = field(default_factory=time.time)
     ready: bool = False  # worker joined the group and caught up with the registry
     draining: bool = False
@@ -62,4 +64,11 @@ class Runtime:
             bus=bus,
             writeback=WriteBack(bus, settings.state_ttl_s),
             verifier=TokenVerifier.from_settings(settings),
+            flusher=Flusher(flush_tick_s(settings), metrics.sent_position.inc),
         )
+
+
+def flush_tick_s(settings: Settings) -> float:
+    """The Flusher's tick: a tenth of the flush window (a batch waits at most that much
+    longer than the window), at least a millisecond."""
+    return max(0.001, settings.flush_window_ms / 10_000)

@@ -10,6 +10,7 @@ instead of growing a backlog.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from tracker_ws.domain.protocol import encode_position_batch
@@ -54,22 +55,44 @@ class Outbox:
         return len(self._frames) + len(self._positions)
 
     def delay(self, now: float) -> float:
-        """Seconds to wait before `take` should run (0: now)."""
-        if self._frames or not self._positions:
-            return 0.0
-        return max(0.0, self._last_flush + self.window - now)
+        """Seconds to wait before `take` should run (0: now, or nothing to wait for)."""
+        due = self.due_at()
+        return 0.0 if due == math.inf else max(0.0, due - now)
 
-    def take(self, now: float) -> list[bytes]:
-        """Everything due now: queued frames in order, then the coalesced positions."""
+    def due_at(self) -> float:
+        """When `take` should run: -inf for at once (a frame waits, or positions after an idle
+        window), the end of the window for positions that came within it, inf for never."""
+        if self._frames:
+            return -math.inf
+        if not self._positions:
+            return math.inf
+        return self._last_flush + self.window
+
+    def take(self, now: float, shared: SharedBatches | None = None) -> list[bytes]:
+        """Everything due now: queued frames in order, then the coalesced positions.
+
+        `shared`: batches already built in this flush, by the eventIds they hold. Connections
+        with the same subscriptions flushed together hold the same fixes, so their batch is
+        built once and the same bytes go to each (an eventId names one fix, so equal ids mean
+        equal bytes)."""
         out = list(self._frames)
         self._frames.clear()
         if self._positions and now >= self._last_flush + self.window:
-            out.append(self._position_frame())
+            out.append(self._position_frame(shared))
             self._positions = {}
             self._last_flush = now
         return out
 
-    def _position_frame(self) -> bytes:
+    def _position_frame(self, shared: SharedBatches | None = None) -> bytes:
+        if shared is None:
+            return self._build_batch()
+        key = tuple([i[0] for i in self._positions.values()])
+        frame = shared.get(key)
+        if frame is None:
+            frame = shared[key] = self._build_batch()
+        return frame
+
+    def _build_batch(self) -> bytes:
         items = self._positions.values()
         if len(self._positions) == 1:
             event_id, single, fragment = next(iter(items))
@@ -77,6 +100,10 @@ class Outbox:
                 return single
             return encode_position_batch(event_id, [fragment])
         return encode_position_batch(max(i[0] for i in items), [i[2] for i in items])
+
+
+# Position batches built during one flush, by the eventIds they hold in order.
+SharedBatches = dict[tuple[int, ...], bytes]
 
 
 # A live record held while a reconnect replays: (eventId, event frame or position parts).

@@ -1,8 +1,10 @@
-"""One WebSocket connection: authentication, the inbound protocol and the writer task.
+"""One WebSocket connection: authentication, the inbound protocol and its outbound queue.
 
-Nothing else ever writes to the socket: producers push into the connection's Outbox and
-set `_wake`; the writer task drains it (ARCHITECTURE §4). aiohttp's send waits for slow
-peers, so a slow peer only ever blocks its own writer.
+Producers push into the connection's Outbox and schedule it with the instance's Flusher,
+which writes every connection's due frames in one pass (web/flusher.py, ARCHITECTURE §4).
+A peer that does not read is skipped while its transport is over its high-water mark, so it
+never holds up anyone else; aiohttp writes only the connection's control frames (pong,
+close).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
@@ -20,7 +23,7 @@ from aiohttp import WSMsgType, web
 from tracker_ws.auth import LEEWAY_S, extract_token
 from tracker_ws.bus.base import ConnectionEntry
 from tracker_ws.domain import envelope, validate
-from tracker_ws.domain.batching import Held, Outbox, release_after_replay
+from tracker_ws.domain.batching import Held, Outbox, SharedBatches, release_after_replay
 from tracker_ws.domain.errors import (
     AuthError,
     BackendUnavailable,
@@ -61,7 +64,9 @@ from tracker_ws.domain.protocol import (
 )
 from tracker_ws.domain.ratelimit import AbuseTracker, TokenBucket
 from tracker_ws.domain.subscriptions import SubscriptionSet
+from tracker_ws.domain.wsframe import text_frame
 from tracker_ws.web.admin import error_response
+from tracker_ws.web.flusher import IDLE
 from tracker_ws.web.recovery import (
     UNAVAILABLE,
     Outcome,
@@ -99,18 +104,21 @@ class Session:
     __slots__ = (
         "_close_request",
         "_closing",
+        "_drained",
         "_expiry",
+        "_flusher",
         "_held",
-        "_idle",
+        "_high_water",
         "_in_receive",
+        "_live",
         "_reader_task",
-        "_wake",
-        "_writer",
+        "_transport",
         "abuse",
         "acked_event_id",
         "bucket",
         "conn_id",
         "connected_at",
+        "flush_slot",
         "info",
         "last_event_id",
         "last_replayable_id",
@@ -132,6 +140,7 @@ class Session:
         ws: web.WebSocketResponse,
         info: ConnectionInfo,
         device: str | None = None,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         s = rt.settings
         self.rt = rt
@@ -155,10 +164,17 @@ class Session:
         # Live events (frame) and positions (vehicleId, single, fragment) held during a replay.
         self._held: list[Held] | None = None
         self.replay: list[tuple[int, bytes]] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        # The Flusher's: IDLE, NOW or the tick it is due at.
+        self.flush_slot = IDLE
+        self._flusher = rt.flusher
+        # Written to by the Flusher once the connection is live (after a reconnect's replay
+        # was queued); None: nothing to write to (the connection is gone).
+        self._transport = cast(asyncio.WriteTransport | None, transport)
+        self._high_water = (
+            self._transport.get_write_buffer_limits()[1] if self._transport is not None else 0
+        )
+        self._live = False
+        self._drained: asyncio.Future[None] | None = None  # drain_and_close waits on it
         self._expiry: asyncio.TimerHandle | None = None
         self._closing = False
         self._close_request: tuple[int, str] | None = None
@@ -170,16 +186,16 @@ class Session:
 
     # ------------------------------------------------------------ outbound
     def push(self, frame: bytes) -> None:
-        # Until the writer starts (a reconnect's replay) the limit does not apply: a client
-        # that missed more than the queue limit must still be able to catch up.
-        if not self.outbox.push(frame, force=self._writer is None):
+        # Until the connection is live (a reconnect's replay) the limit does not apply: a
+        # client that missed more than the queue limit must still be able to catch up.
+        if not self.outbox.push(frame, force=not self._live):
             # Replayable events no longer fit: close; state is saved on the way out and the
             # client recovers the rest from history when it reconnects.
             self.rt.metrics.slow_consumers.labels(self.rt.metrics.instance).inc()
             self.close_soon(CLOSE_SLOW_CONSUMER, "slow consumer")
             return
-        self._idle.clear()
-        self._wake.set()
+        if self._live:
+            self._flusher.schedule(self, -math.inf)
 
     def push_position(
         self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes
@@ -191,8 +207,8 @@ class Session:
         self.outbox.push_position(vehicle_id, event_id, single, fragment)
         if event_id > self.last_event_id:
             self.last_event_id = event_id
-        self._idle.clear()
-        self._wake.set()
+        if self._live and self.flush_slot == IDLE:
+            self._flusher.schedule(self, self.outbox.due_at())
 
     def push_event(self, event_id: int, frame: bytes, *, replaying: bool = False) -> None:
         """A replayable event (alert, geo event, notification): in order, never coalesced,
@@ -211,28 +227,45 @@ class Session:
         self.rt.metrics.error(err.code)
         self.push(encode_error(err.code, err.message, **cast(dict[str, Any], extra)))
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        sent = self.rt.metrics.sent_position
+    def flush(self, now: float, shared: SharedBatches, framed: dict[bytes, bytes]) -> int:
+        """The Flusher's call: write what is due (see flusher.py); the number of frames."""
+        transport = self._transport
+        if transport is None or not self._live:
+            return 0
+        if transport.is_closing() or self.ws.closed:
+            # Gone, or aiohttp sent its close frame: nothing may follow it. The reader sees
+            # the close and cleans up.
+            self._transport = None
+            return 0
+        outbox = self.outbox
+        if transport.get_write_buffer_size() > self._high_water:
+            # The peer does not read: look again next tick; positions keep coalescing.
+            self._flusher.schedule(self, now + self._flusher.tick)
+            return 0
+        frames = outbox.take(now, shared)
         try:
-            while True:
-                await self._wake.wait()
-                delay = self.outbox.delay(loop.time())
-                if delay > 0:
-                    # The flush window: coalesce positions that arrive meanwhile.
-                    await asyncio.sleep(delay)
-                frames = self.outbox.take(loop.time())
-                if not self.outbox.has_work:
-                    self._wake.clear()
-                for frame in frames:
-                    await self.ws.send_frame(frame, WSMsgType.TEXT)
-                sent.inc(len(frames))
-                if not self.outbox.has_work:
-                    self._idle.set()
+            for frame in frames:
+                data = framed.get(frame)
+                if data is None:
+                    data = framed[frame] = text_frame(frame)
+                transport.write(data)
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-write; the reader sees the close and cleans up.
-            log.debug("writer of %s stopped: %s", self.conn_id, exc)
+            log.debug("writing to %s failed: %s", self.conn_id, exc)
+            self._transport = None
             self.close_soon(CLOSE_GOING_AWAY, "write failed")
+            return 0
+        if outbox.has_work:
+            self._flusher.schedule(self, outbox.due_at())
+        elif self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        return len(frames)
+
+    def _go_live(self) -> None:
+        """Start writing: what was queued meanwhile (connected, a replay) goes out first."""
+        self._live = True
+        if self.outbox.has_work:
+            self._flusher.schedule(self, self.outbox.due_at())
 
     def ping_soon(self) -> None:
         """A protocol ping; the peer's pong (or anything else it sends) proves it alive."""
@@ -246,8 +279,10 @@ class Session:
     async def drain_and_close(self, code: int, reason: str, timeout: float) -> None:
         """Graceful close: tell the client, flush what is queued (up to `timeout`), close."""
         self.push(encode_system_alert(0, "info", reason))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+        if self.outbox.has_work and self._transport is not None:
+            self._drained = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained, timeout)
         self.close_soon(code, reason)
 
     def save_state(self) -> None:
@@ -283,9 +318,8 @@ class Session:
             self._reader_task.cancel()
 
     async def _close(self, code: int, reason: str) -> None:
-        if self._writer is not None and code == CLOSE_SLOW_CONSUMER:
-            # Its writer is stuck on a peer that does not read: no flushing, just go.
-            self._writer.cancel()
+        if code == CLOSE_SLOW_CONSUMER:
+            self._live = False  # a peer that does not read: nothing more is written
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 self.ws.close(
@@ -315,18 +349,16 @@ class Session:
             )
         try:
             await self._start(last_event_id)
-            self._writer = loop.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
+            self._go_live()
             await self._read_loop()
         finally:
+            self._live = False
+            self._transport = None
             self.save_state()
             if self._expiry is not None:
                 self._expiry.cancel()
             rt.hub.unregister(self)
             rt.writeback.unregister(self.conn_id, self.user.user_id)
-            if self._writer is not None:
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._writer
 
     async def _start(self, last_event_id: int | None) -> None:
         """`connected`, then (on a reconnect) the restored subscriptions, the replay, the
@@ -591,6 +623,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     await ws.prepare(request)
-    session = Session(rt, user, ws, info, device=request.query.get("device"))
+    session = Session(
+        rt, user, ws, info, device=request.query.get("device"), transport=request.transport
+    )
     await session.run(last_event_id)
     return ws
