@@ -6,11 +6,11 @@ faust -A tracker_ws.app worker        # or: python -m tracker_ws worker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, decl
 from tracker_ws.watchdog import ShutdownWatchdog
 from tracker_ws.web import admin, control, health
 from tracker_ws.web.drain import drain
+from tracker_ws.web.keys import RUNTIME
 from tracker_ws.web.listeners import tls_context
 from tracker_ws.web.session import ws_handler
 
@@ -62,8 +63,7 @@ class TrackerApp(KafkaApp):
         # Clients first, while this instance can still deliver to them; then Faust leaves
         # the consumer group and stops.
         if self.rt.ready and not self.rt.draining:
-            with contextlib.suppress(Exception):
-                await drain(self.rt)
+            await shutdown_step("drain the connections", drain(self.rt))
         await super().on_stop()
         # The consumer stops after this (a child service); what it was, for on_shutdown.
         self._leaving = group_leave.membership(self)
@@ -87,9 +87,9 @@ class TrackerApp(KafkaApp):
     def on_webserver_init(self, web_: Any) -> None:
         # Faust calls this hook twice; register routes once.
         aio: web.Application = web_.web_app
-        if aio.get("tracker_runtime") is not None:
+        if aio.get(RUNTIME) is not None:
             return
-        aio["tracker_runtime"] = self.rt
+        aio[RUNTIME] = self.rt
         r = aio.router
         r.add_get("/ws", ws_handler)
         r.add_get("/health", health.health)
@@ -252,18 +252,25 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         rt.draining = True
-        with contextlib.suppress(Exception):
-            await publisher.stop()
-        with contextlib.suppress(Exception):
-            await rt.writeback.stop()
-        with contextlib.suppress(Exception):
-            announcer.reset(settings.instance_id)
-            await asyncio.wait_for(announcer.drain(), 5.0)
-        with contextlib.suppress(Exception):
-            await rt.bus.deregister_instance()
+        await shutdown_step("flush the publisher", publisher.stop())
+        await shutdown_step("write the connection registry and states", rt.writeback.stop())
+        announcer.reset(settings.instance_id)
+        await shutdown_step(
+            "withdraw this instance's interest", asyncio.wait_for(announcer.drain(), 5.0)
+        )
+        await shutdown_step("deregister the instance", rt.bus.deregister_instance())
         await rt.bus.close()
 
     return app
+
+
+async def shutdown_step(what: str, step: Awaitable[Any]) -> None:
+    """One step of the shutdown: a failure is logged with its cause and the next step runs
+    (the broker or Redis may already be gone; the rest must still happen)."""
+    try:
+        await step
+    except Exception as exc:
+        log.warning("shutdown: could not %s: %r", what, exc)
 
 
 async def _supervise(fn: Any, name: str) -> None:

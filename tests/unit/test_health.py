@@ -16,6 +16,7 @@ from tracker_ws.bus.redis import RedisBus
 from tracker_ws.config import Settings
 from tracker_ws.runtime import Runtime
 from tracker_ws.web.health import health
+from tracker_ws.web.keys import RUNTIME
 
 
 class DyingListenerBus(RedisBus):
@@ -36,7 +37,7 @@ async def test_health_reports_a_dead_listener() -> None:
     bus = DyingListenerBus(settings.redis_url, settings.instance_id)
     rt = dataclasses.replace(Runtime.create(settings), bus=bus, ready=True, broker_ok=True)
     app = web.Application()
-    app["tracker_runtime"] = rt
+    app[RUNTIME] = rt
     try:
         await bus.start(lambda records: None)
         resp = await health(make_mocked_request("GET", "/health", app=app))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from tracker_ws.auth import extract_token
 from tracker_ws.bus import Outgoing
 from tracker_ws.domain import envelope
 from tracker_ws.domain.errors import (
@@ -29,6 +30,7 @@ from tracker_ws.domain.models import AlertLevel, UserContext
 from tracker_ws.domain.protocol import iso_from_ms
 from tracker_ws.domain.validate import choice, uuid_str
 from tracker_ws.kafka import consumer_watch
+from tracker_ws.web.keys import RUNTIME
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
@@ -38,7 +40,7 @@ MAX_ALERT_CHARS = 2000
 
 
 def _rt(request: web.Request) -> Runtime:
-    rt: Runtime = request.app["tracker_runtime"]
+    rt: Runtime = request.app[RUNTIME]
     return rt
 
 
@@ -47,8 +49,8 @@ def error_response(err: TrackerError) -> web.Response:
 
 
 def require_admin(request: web.Request) -> UserContext:
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else request.query.get("token")
+    # The one token parser, with the WebSocket endpoint's precedence (auth.extract_token).
+    token, _ = extract_token(request.query, request.headers)
     if not token:
         raise AuthError("missing token: send Authorization: Bearer <jwt>")
     user = _rt(request).verifier.verify(token)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tracker_ws.domain.close import CloseCode
 from tracker_ws.domain.protocol import iso_from_ms
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
-
-CLOSE_KICKED = 4010
 
 
 def local_stats(rt: Runtime) -> dict[str, Any]:
@@ -75,7 +74,7 @@ def make_handler(rt: Runtime) -> Any:
             session = rt.hub.sessions.get(str(args.get("connId")))
             if session is None:
                 return {"kicked": False}
-            session.close_soon(CLOSE_KICKED, str(args.get("reason") or "disconnected by admin"))
+            session.close_soon(CloseCode.KICKED, str(args.get("reason") or "disconnected by admin"))
             return {"kicked": True}
         return {"error": f"unknown command {command!r}"}
 

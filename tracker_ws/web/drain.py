@@ -15,13 +15,13 @@ import time
 from typing import TYPE_CHECKING
 
 from tracker_ws.cluster import JANITOR_INTERVAL_S, LIVENESS_TTL_S
+from tracker_ws.domain.close import CloseCode
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-CLOSE_RESTART = 1012
 BATCH_INTERVAL_S = 0.1
 
 
@@ -68,7 +68,7 @@ async def _drain_once(rt: Runtime) -> int:
             tasks.append(
                 asyncio.create_task(
                     session.drain_and_close(
-                        CLOSE_RESTART, "server restarting, please reconnect", s.drain_timeout_s
+                        CloseCode.RESTART, "server restarting, please reconnect", s.drain_timeout_s
                     )
                 )
             )

@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from tracker_ws.web.keys import RUNTIME
+
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
 
 
 def runtime(request: web.Request) -> Runtime:
-    rt: Runtime = request.app["tracker_runtime"]
-    return rt
+    return request.app[RUNTIME]
 
 
 async def health(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from tracker_ws.auth import LEEWAY_S, extract_token
 from tracker_ws.bus.base import ConnectionEntry
 from tracker_ws.domain import envelope, validate
 from tracker_ws.domain.batching import Held, Outbox, SharedBatches, release_after_replay
+from tracker_ws.domain.close import CloseCode
 from tracker_ws.domain.errors import (
     AuthError,
     BackendUnavailable,
@@ -67,6 +68,7 @@ from tracker_ws.domain.subscriptions import SubscriptionSet
 from tracker_ws.domain.wsframe import text_frame
 from tracker_ws.web.admin import error_response
 from tracker_ws.web.flusher import IDLE
+from tracker_ws.web.keys import RUNTIME
 from tracker_ws.web.recovery import (
     UNAVAILABLE,
     Outcome,
@@ -81,15 +83,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_RESTART = 1012
-CLOSE_UNAUTHORIZED = 4001
-CLOSE_TOKEN_EXPIRED = 4002
-CLOSE_SLOW_CONSUMER = 4009
-CLOSE_KICKED = 4010
 CLOSE_TIMEOUT_S = 5.0
 
 PLATFORMS = frozenset({"web", "mobile", "desktop"})
@@ -192,7 +185,7 @@ class Session:
             # Replayable events no longer fit: close; state is saved on the way out and the
             # client recovers the rest from history when it reconnects.
             self.rt.metrics.slow_consumers.labels(self.rt.metrics.instance).inc()
-            self.close_soon(CLOSE_SLOW_CONSUMER, "slow consumer")
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
             return
         if self._live:
             self._flusher.schedule(self, -math.inf)
@@ -253,7 +246,7 @@ class Session:
             # The peer went away mid-write; the reader sees the close and cleans up.
             log.debug("writing to %s failed: %s", self.conn_id, exc)
             self._transport = None
-            self.close_soon(CLOSE_GOING_AWAY, "write failed")
+            self.close_soon(CloseCode.GOING_AWAY, "write failed")
             return 0
         if outbox.has_work:
             self._flusher.schedule(self, outbox.due_at())
@@ -318,12 +311,12 @@ class Session:
             self._reader_task.cancel()
 
     async def _close(self, code: int, reason: str) -> None:
-        if code == CLOSE_SLOW_CONSUMER:
+        if code == CloseCode.SLOW_CONSUMER:
             self._live = False  # a peer that does not read: nothing more is written
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 self.ws.close(
-                    code=code, message=reason.encode(), drain=code != CLOSE_SLOW_CONSUMER
+                    code=code, message=reason.encode(), drain=code != CloseCode.SLOW_CONSUMER
                 ),
                 CLOSE_TIMEOUT_S,
             )
@@ -345,7 +338,7 @@ class Session:
             # The same leeway the verifier allowed at connect time (clock skew).
             delay = max(0.0, self.user.expires_at + LEEWAY_S - time.time())
             self._expiry = loop.call_later(
-                delay, self.close_soon, CLOSE_TOKEN_EXPIRED, "token expired"
+                delay, self.close_soon, CloseCode.TOKEN_EXPIRED, "token expired"
             )
         try:
             await self._start(last_event_id)
@@ -460,7 +453,7 @@ class Session:
         rt.metrics.messages_received.labels(rt.metrics.instance, "rate_limited").inc()
         if self.abuse.record_rejection(now):
             rt.metrics.error("ABUSE")
-            self.close_soon(CLOSE_POLICY, "too many messages")
+            self.close_soon(CloseCode.POLICY, "too many messages")
             return False
         limited = RateLimited(f"too many messages; retry in {retry:.2f} s", retry)
         self.error(limited, retryAfter=round(retry, 3))
@@ -581,7 +574,7 @@ class Session:
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
-    rt: Runtime = request.app["tracker_runtime"]
+    rt: Runtime = request.app[RUNTIME]
     metrics = rt.metrics
     if rt.draining or not rt.ready:
         state = "shutting down" if rt.draining else "starting"
