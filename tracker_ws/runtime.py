@@ -13,6 +13,7 @@ from tracker_ws.config import Settings
 from tracker_ws.domain.geozones import GeozoneState
 from tracker_ws.domain.registry import VehicleRegistry
 from tracker_ws.metrics import Metrics
+from tracker_ws.web.expiry import Expiries
 from tracker_ws.web.flusher import Flusher
 from tracker_ws.web.hub import Hub
 
@@ -31,6 +32,7 @@ class Runtime:
     verifier: TokenVerifier
     writeback: WriteBack
     flusher: Flusher
+    expiries: Expiries
     started_at: float = field(default_factory=time.time)
     ready: bool = False  # worker joined the group and caught up with the registry
     draining: bool = False
@@ -65,6 +67,7 @@ class Runtime:
             writeback=WriteBack(bus, settings.state_ttl_s),
             verifier=TokenVerifier.from_settings(settings),
             flusher=Flusher(flush_tick_s(settings), metrics.sent_position.inc),
+            expiries=Expiries(),
         )
 
 

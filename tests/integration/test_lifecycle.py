@@ -252,6 +252,18 @@ def test_hold(broker, redis_server):
 """
 
 
+def _stacks(pid: int) -> str:
+    """Every thread's Python stack of a running process (py-spy, installed with the bench
+    extra), or why not."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return "(py-spy not installed)"
+    run = subprocess.run(
+        [str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+    )
+    return run.stdout + run.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_pytest_leaves_no_server_running(tmp_path: Path, sig: signal.Signals) -> None:
     pids = tmp_path / "servers.pids"
@@ -270,7 +282,15 @@ def test_interrupted_pytest_leaves_no_server_running(tmp_path: Path, sig: signal
         broker_pid, broker_port, redis_pid, redis_port = map(int, pids.read_text().split())
         assert devstack.pid_alive(broker_pid) and devstack.pid_alive(redis_pid)
         inner.send_signal(sig)
-        inner.wait(60)
+        try:
+            inner.wait(60)
+        except subprocess.TimeoutExpired:
+            # Seen once in CI (SIGINT): say where the interrupted run is stuck.
+            out = (tmp_path / "pytest.out").read_text(errors="replace")[-3000:]
+            raise AssertionError(
+                f"pytest still running 60 s after {sig.name}; its stacks:\n{_stacks(inner.pid)}"
+                f"\nits output:\n{out}"
+            ) from None
     finally:
         if inner.poll() is None:
             inner.kill()

@@ -67,6 +67,7 @@ from tracker_ws.domain.ratelimit import AbuseTracker, TokenBucket
 from tracker_ws.domain.subscriptions import SubscriptionSet
 from tracker_ws.domain.wsframe import text_frame
 from tracker_ws.web.admin import error_response
+from tracker_ws.web.expiry import Entry
 from tracker_ws.web.flusher import IDLE
 from tracker_ws.web.keys import RUNTIME
 from tracker_ws.web.recovery import (
@@ -168,7 +169,7 @@ class Session:
         )
         self._live = False
         self._drained: asyncio.Future[None] | None = None  # drain_and_close waits on it
-        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry: Entry | None = None  # in rt.expiries while the token can expire
         self._closing = False
         self._close_request: tuple[int, str] | None = None
         self._in_receive = False
@@ -299,6 +300,9 @@ class Session:
             self.rt.hub.subscribe(self, keys)
         return list(denied)
 
+    def on_token_expired(self) -> None:
+        self.close_soon(CloseCode.TOKEN_EXPIRED, "token expired")
+
     def close_soon(self, code: int, reason: str) -> None:
         """Ask the reading task to close: closing from another task while it waits in
         receive() would make aiohttp drop the TCP connection without the closing handshake,
@@ -337,9 +341,7 @@ class Session:
         if self.user.expires_at:
             # The same leeway the verifier allowed at connect time (clock skew).
             delay = max(0.0, self.user.expires_at + LEEWAY_S - time.time())
-            self._expiry = loop.call_later(
-                delay, self.close_soon, CloseCode.TOKEN_EXPIRED, "token expired"
-            )
+            self._expiry = rt.expiries.add(loop.time() + delay, self)
         try:
             await self._start(last_event_id)
             self._go_live()
@@ -349,7 +351,7 @@ class Session:
             self._transport = None
             self.save_state()
             if self._expiry is not None:
-                self._expiry.cancel()
+                rt.expiries.cancel(self._expiry)
             rt.hub.unregister(self)
             rt.writeback.unregister(self.conn_id, self.user.user_id)
 
