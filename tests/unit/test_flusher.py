@@ -12,7 +12,7 @@ import math
 import pytest
 
 from tracker_ws.domain.batching import Outbox, SharedBatches
-from tracker_ws.domain.wsframe import text_frame
+from tracker_ws.domain.wsframe import framed_once, text_frame
 from tracker_ws.web.flusher import IDLE, NOW, Flusher
 
 WINDOW = 0.05
@@ -42,10 +42,7 @@ class Item:
     def flush(self, now: float, shared: SharedBatches, framed: dict[bytes, bytes]) -> int:
         frames = self.outbox.take(now, shared)
         for f in frames:
-            data = framed.get(f)
-            if data is None:
-                data = framed[f] = text_frame(f)
-            self.written.append((now, data))
+            self.written.append((now, framed_once(framed, f)))
         if self.outbox.has_work:
             self.flusher.schedule(self, self.outbox.due_at())
         self.flushed.set()

@@ -14,6 +14,15 @@ _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
 
 
+def framed_once(cache: dict[bytes, bytes], payload: bytes) -> bytes:
+    """`payload`'s frame, built once per flush pass: every connection given the same message
+    in one pass gets the same bytes object."""
+    frame = cache.get(payload)
+    if frame is None:
+        frame = cache[payload] = text_frame(payload)
+    return frame
+
+
 def text_frame(payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:

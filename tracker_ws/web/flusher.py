@@ -62,7 +62,7 @@ class Flusher:
         slot = item.flush_slot
         if slot == NOW:
             return
-        if due == -math.inf or due <= loop.time():
+        if due <= loop.time():
             item.flush_slot = NOW  # a stale entry in its tick is skipped there
             self._now.append(item)
             if self._soon is None:

@@ -65,7 +65,7 @@ from tracker_ws.domain.protocol import (
 )
 from tracker_ws.domain.ratelimit import AbuseTracker, TokenBucket
 from tracker_ws.domain.subscriptions import SubscriptionSet
-from tracker_ws.domain.wsframe import text_frame
+from tracker_ws.domain.wsframe import framed_once
 from tracker_ws.web.admin import error_response
 from tracker_ws.web.expiry import Entry
 from tracker_ws.web.flusher import IDLE
@@ -239,10 +239,7 @@ class Session:
         frames = outbox.take(now, shared)
         try:
             for frame in frames:
-                data = framed.get(frame)
-                if data is None:
-                    data = framed[frame] = text_frame(frame)
-                transport.write(data)
+                transport.write(framed_once(framed, frame))
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-write; the reader sees the close and cleans up.
             log.debug("writing to %s failed: %s", self.conn_id, exc)
