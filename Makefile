@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,local]'
 	touch $(STAMP)
 
 # The seed's JavaScript client runs in Node with the `ws` package in the e2e tests.
@@ -38,17 +38,17 @@ integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check tracker_ws tests bench
-	$(BIN)/ruff format --check tracker_ws tests bench
+	$(BIN)/ruff check tracker_ws tracker_ws_dev tests bench
+	$(BIN)/ruff format --check tracker_ws tracker_ws_dev tests bench
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format tracker_ws tests bench
-	$(BIN)/ruff check --fix tracker_ws tests bench
+	$(BIN)/ruff format tracker_ws tracker_ws_dev tests bench
+	$(BIN)/ruff check --fix tracker_ws tracker_ws_dev tests bench
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q -e '.[dev,local,bench]'
 	touch $(BENCH_STAMP)
 
 # Full benchmark run (~15 min on 2 cores); `make bench ARGS="--quick"` for a small one.

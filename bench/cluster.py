@@ -39,7 +39,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from tracker_ws import devstack
+import tracker_ws_dev as devstack
 from tracker_ws.agents.positions import partition_of
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET

@@ -1,6 +1,6 @@
 """The benchmark fleet and a paced GPS producer.
 
-Vehicles come from `tracker_ws.simulator.Fleet` (deterministic ids, realistic fixes). Each fix
+Vehicles come from `tracker_ws_dev.simulator.Fleet` (deterministic ids, realistic fixes). Each fix
 carries its production time (`time.time()` in epoch ms) as its `timestamp`, so a client on the
 same machine measures latency as receipt time minus fix timestamp.
 
@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from tracker_ws.simulator import Fleet, SimVehicle, register
+from tracker_ws_dev.simulator import Fleet, SimVehicle, register
 
 GPS_TOPIC = "gps-events"
 REGISTRY_TOPIC = "vehicle-registry"

@@ -85,8 +85,8 @@ async def _run(args: argparse.Namespace) -> None:
     from tracker_ws.domain.registry import VehicleRegistry, parse_vehicle
     from tracker_ws.kafka.stream import BatchStream
     from tracker_ws.metrics import Metrics
-    from tracker_ws.simulator import Fleet
     from tracker_ws.web.hub import Hub
+    from tracker_ws_dev.simulator import Fleet
 
     fleet = Fleet.build(args.vehicles, args.companies, groups_per_company=2, seed=4)
     settings = Settings(instance_id="me")

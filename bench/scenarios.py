@@ -42,7 +42,7 @@ from bench.loadgen import ConnSpec, LoadGen
 from bench.stack import Server, Stack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws.simulator import sim_id
+from tracker_ws_dev.simulator import sim_id
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The processes of one benchmark run: broker, Redis, tracker workers, baseline servers.
 
-Everything is started through `tracker_ws.devstack` on free loopback ports, pinned (servers on
+Everything is started through `tracker_ws_dev` on free loopback ports, pinned (servers on
 the server CPU, everything else on the load CPUs) and stopped by `Stack.close()`, which also
 checks that no process group it started is left alive.
 """
@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import tracker_ws_dev as devstack
 from bench.common import ProcWatch, http_json, pin, progress
 from bench.fleet import TOPIC_CONFIGS, TOPICS
-from tracker_ws import devstack
-from tracker_ws.devstack import ManagedProcess
+from tracker_ws_dev import ManagedProcess
 
 # Runs `python -m tracker_ws` from a chosen source tree (default: this checkout). sys.path[0]
 # would otherwise be the current directory, which wins over PYTHONPATH.

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tracker_ws import devstack
+import tracker_ws_dev as devstack
 from tracker_ws.tables.definitions import topic_plan
 
 _TESTS_DIR = Path(__file__).resolve().parent

@@ -1,11 +1,14 @@
-"""Command line: worker, token, simulate, dev, listen, config (ARCHITECTURE §6)."""
+"""Command line: worker, token, config, and the commands installed packages add (dev, simulate,
+listen from tracker_ws_dev; tracker_ws/commands.py) (ARCHITECTURE §6)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
+from tracker_ws.commands import Command, discovered
 from tracker_ws.domain.errors import ConfigError
 
 
@@ -20,9 +23,9 @@ def _raise_fd_limit() -> None:
 
 def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     _raise_fd_limit()
-    from tracker_ws import devstack
     from tracker_ws.config import Settings
     from tracker_ws.domain.errors import PortInUse
+    from tracker_ws.ports import ensure_port_free
 
     settings = Settings.from_env()
     # A taken port: one line and a non-zero exit, not Faust's traceback once the broker is
@@ -33,7 +36,7 @@ def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
         ports.append((settings.tls_port, settings.host, "TRACKER_WS_TLS_PORT"))
     try:
         for port, host, variable in ports:
-            devstack.ensure_port_free(port, host, how=variable)
+            ensure_port_free(port, host, how=variable)
     except PortInUse as exc:
         print(f"tracker-ws worker: {exc.message}", file=sys.stderr)
         return 1
@@ -72,34 +75,6 @@ def _cmd_token(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
-    import asyncio
-
-    from tracker_ws.config import Settings
-    from tracker_ws.simulator import Fleet, run_simulator
-
-    broker = args.broker or Settings.from_env().kafka_broker
-    fleet = Fleet.build(args.vehicles, args.companies, seed=args.seed)
-    asyncio.run(run_simulator(broker, fleet, rate=args.rate, duration=args.duration))
-    return 0
-
-
-def _cmd_listen(args: argparse.Namespace, rest: list[str]) -> int:
-    import asyncio
-
-    from tracker_ws.listen import listen
-
-    return asyncio.run(listen(args.port, args.token, args.vehicles, args.host, args.duration))
-
-
-def _cmd_dev(args: argparse.Namespace, rest: list[str]) -> int:
-    from tracker_ws.config import Settings
-    from tracker_ws.dev import run_dev
-
-    port = args.port if args.port is not None else Settings.from_env().port
-    return run_dev(port=port, vehicles=args.vehicles, rate=args.rate)
-
-
 def _cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
     from tracker_ws.config import Settings, describe_values, describe_variables
 
@@ -114,7 +89,15 @@ def _cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+Handler = Callable[[argparse.Namespace, list[str]], int]
+
+
+def _plugin(command: Command) -> Handler:
+    return lambda args, rest: command.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    handlers: dict[str, Handler] = {}
     parser = argparse.ArgumentParser(prog="python -m tracker_ws", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -134,26 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         "--secret", help="HS256 secret (default TRACKER_WS_JWT_SECRET or the dev secret)"
     )
 
-    s = sub.add_parser("simulate", help="register vehicles and produce GPS fixes")
-    s.add_argument("--broker", help="kafka://host:port (default TRACKER_WS_KAFKA_BROKER)")
-    s.add_argument("--vehicles", type=int, default=50)
-    s.add_argument("--companies", type=int, default=2)
-    s.add_argument("--rate", type=float, default=10.0, help="fixes per second, all vehicles")
-    s.add_argument("--duration", type=float, default=0.0, help="seconds (0: until interrupted)")
-    s.add_argument("--seed", type=int, default=1)
-
-    d = sub.add_parser("dev", help="embedded broker + Redis + worker + simulator")
-    d.add_argument("--port", type=int, help="public port (default TRACKER_WS_PORT or 8090)")
-    d.add_argument("--vehicles", type=int, default=50)
-    d.add_argument("--rate", type=float, default=20.0)
-
-    li = sub.add_parser("listen", help="connect, subscribe to vehicles and print what arrives")
-    li.add_argument("--host", default="127.0.0.1")
-    li.add_argument("--port", type=int, default=8090)
-    li.add_argument("--token", required=True)
-    li.add_argument("--vehicles", nargs="*", help="vehicleIds (default: all of the company)")
-    li.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
-
     c = sub.add_parser(
         "config", help="list every TRACKER_WS_* variable with its default and meaning"
     )
@@ -162,15 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="validate the environment and print the values"
     )
 
+    # dev, simulate, listen (tracker_ws_dev), and any other installed one (tracker_ws/commands.py)
+    for name, command in discovered():
+        command.configure(sub.add_parser(name, help=command.help))
+        handlers[name] = _plugin(command)
+
     args, rest = parser.parse_known_args(argv)
-    handlers = {
-        "worker": _cmd_worker,
-        "token": _cmd_token,
-        "simulate": _cmd_simulate,
-        "dev": _cmd_dev,
-        "listen": _cmd_listen,
-        "config": _cmd_config,
-    }
+    handlers.update(
+        {
+            "worker": _cmd_worker,
+            "token": _cmd_token,
+            "config": _cmd_config,
+        }
+    )
     if rest and args.command != "worker":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     started = time.monotonic()

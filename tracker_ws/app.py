@@ -16,13 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_ws import devstack, eventloop, gctune, logthrottle
+from tracker_ws import eventloop, gctune, logthrottle
 from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
 from tracker_ws.cluster import JANITOR_INTERVAL_S, Janitor
 from tracker_ws.config import Settings
 from tracker_ws.domain.errors import ConfigError
+from tracker_ws.kafka import admin as kafka_admin
 from tracker_ws.kafka import compat, consumer_watch, group_leave
 from tracker_ws.kafka.app import KafkaApp
 from tracker_ws.kafka.rejoin import LeaderAwareAssignor
@@ -76,13 +77,13 @@ class TrackerApp(KafkaApp):
         member = self._leaving
         if member is not None and not member.left_by_the_client:
             await group_leave.leave(
-                devstack.bootstrap_servers(self.rt.settings.kafka_broker), member
+                kafka_admin.bootstrap_servers(self.rt.settings.kafka_broker), member
             )
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         topics, configs = topic_plan(self.rt.settings.partitions)
-        await devstack.create_topics(self.rt.settings.kafka_broker, topics, configs=configs)
+        await kafka_admin.create_topics(self.rt.settings.kafka_broker, topics, configs=configs)
 
     def on_webserver_init(self, web_: Any) -> None:
         # Faust calls this hook twice; register routes once.

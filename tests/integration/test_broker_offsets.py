@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tracker_ws import devstack
+import tracker_ws_dev as devstack
 from tracker_ws.kafka.transport import ConsumerThread, LogEndCheck, true_end
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tracker_ws import devstack
+import tracker_ws_dev as devstack
 from tracker_ws.auth import mint_token
 
 ROOT = Path(__file__).resolve().parents[2]

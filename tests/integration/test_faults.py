@@ -21,6 +21,7 @@ import pytest
 import redis as redis_sync
 from aiokafka import AIOKafkaProducer
 
+import tracker_ws_dev as devstack
 from tests.conftest import Cluster, cluster_on_own_redis, start_cluster
 from tests.support.checks import live_positions, publish_failures
 from tests.support.client import gather_close
@@ -41,9 +42,8 @@ from tests.support.cluster import (
 )
 from tests.support.fleet import FleetDriver, new_id
 from tests.support.streams import read_partition
-from tracker_ws import devstack
 from tracker_ws.agents.positions import partition_of
-from tracker_ws.devstack import Worker
+from tracker_ws_dev import Worker
 
 KILL_DB = 5  # the kill test's Redis database (cluster3 uses 1, the session worker 0)
 # Issue 11: after a kill -9 of 1 of 3, the dead instance's vehicles reach the survivors'

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker_ws import devstack
+import tracker_ws_dev as devstack
 from tracker_ws.domain.errors import BackendUnavailable
 from tracker_ws.logthrottle import REPEAT_WINDOW_S
 

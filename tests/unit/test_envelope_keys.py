@@ -9,7 +9,7 @@ from typing import Any, NotRequired, get_origin, get_type_hints
 from tracker_ws.domain import envelope
 from tracker_ws.domain.events import PARSERS
 from tracker_ws.domain.models import GpsFix, Sensors, Vehicle, VehicleStatus
-from tracker_ws.simulator import Fleet, FleetEvents
+from tracker_ws_dev.simulator import Fleet, FleetEvents
 
 USER = "a0000000-0000-4000-8000-000000000001"
 DECLARED = {

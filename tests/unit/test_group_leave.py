@@ -6,7 +6,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from tracker_ws import devstack
+import tracker_ws_dev as devstack
 from tracker_ws.kafka import group_leave
 
 

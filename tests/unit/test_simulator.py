@@ -1,5 +1,5 @@
 """The simulator's geofence crossing detection and the other inputs it produces
-(tracker_ws/simulator.py): pure code, no broker."""
+(tracker_ws_dev/simulator.py): pure code, no broker."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tracker_ws.domain.events import (
     parse_notification,
     parse_system_alert,
 )
-from tracker_ws.simulator import (
+from tracker_ws_dev.simulator import (
     GEO_EVENTS,
     MAINTENANCE_EVENTS,
     NOTIFICATIONS,

