@@ -241,6 +241,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         except Exception as exc:  # mid-rebalance, broker away: the next tick tries again
             log.debug("consumer snapshot failed: %r", exc)
             return
+        rt.metrics.set_consumer_lag((p.topic, p.partition, p.lag) for p in snap["partitions"])
         stalled, new = stall_watch.observe(time.monotonic(), snap["partitions"])
         rt.stalled_partitions = [f"{p.topic}[{p.partition}]" for p in stalled]
         if new:

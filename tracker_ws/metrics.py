@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from tracker_ws.domain.protocol import message_type_of
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -86,12 +97,59 @@ class Metrics:
             ["instance", "outcome"],
             registry=r,
         )
+        self.broker_up = Gauge(
+            "ws_broker_up",
+            "1 while this instance's Kafka client reaches a broker (checked every 5 s)",
+            ["instance"],
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "ws_redis_up",
+            "1 while this instance's Redis delivery subscription is live",
+            ["instance"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "ws_consumer_lag",
+            "Input records on the broker not yet processed, per partition this instance owns",
+            ["instance", "topic", "partition"],
+            registry=r,
+        )
+        # CPU, memory, file descriptors, start time; Python version; garbage collections.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         # Bound children for the hot path.
-        self.sent_position = self.messages_sent.labels(instance, "position")
         self.delivery_vehicles = self.delivery.labels("vehicles")
+        self._sent: dict[str, Counter] = {}
 
     def sent(self, message_type: str) -> Counter:
-        return self.messages_sent.labels(self.instance, message_type)  # type: ignore[no-any-return]
+        child = self._sent.get(message_type)
+        if child is None:
+            child = self._sent[message_type] = self.messages_sent.labels(
+                self.instance, message_type
+            )
+        return child
+
+    def count_sent(self, writes: dict[bytes, int]) -> None:
+        """A flush pass's writes per message (web/flusher.py), counted by message type."""
+        by_type: dict[str, int] = {}
+        for payload, n in writes.items():
+            mtype = message_type_of(payload)
+            by_type[mtype] = by_type.get(mtype, 0) + n
+        for mtype, n in by_type.items():
+            self.sent(mtype).inc(n)
+
+    def watch_backends(self, broker_up: Callable[[], bool], redis_up: Callable[[], bool]) -> None:
+        """Read the two up gauges from the runtime's state at scrape time."""
+        self.broker_up.labels(self.instance).set_function(lambda: float(broker_up()))
+        self.redis_up.labels(self.instance).set_function(lambda: float(redis_up()))
+
+    def set_consumer_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
+        """(topic, partition, lag) of every input partition owned now; the others go."""
+        self.consumer_lag.clear()
+        for topic, partition, lag in lags:
+            self.consumer_lag.labels(self.instance, topic, str(partition)).set(lag)
 
     def error(self, code: str) -> None:
         self.errors.labels(self.instance, code).inc()

@@ -57,7 +57,7 @@ class Runtime:
         registry = VehicleRegistry()
         geozones = GeozoneState()
         bus = make_bus(settings)
-        return cls(
+        rt = cls(
             settings=settings,
             metrics=metrics,
             registry=registry,
@@ -66,9 +66,11 @@ class Runtime:
             bus=bus,
             writeback=WriteBack(bus, settings.state_ttl_s),
             verifier=TokenVerifier.from_settings(settings),
-            flusher=Flusher(flush_tick_s(settings), metrics.sent_position.inc),
+            flusher=Flusher(flush_tick_s(settings), metrics.count_sent),
             expiries=Expiries(),
         )
+        metrics.watch_backends(lambda: rt.broker_ok, lambda: rt.bus.connected)
+        return rt
 
 
 def flush_tick_s(settings: Settings) -> float:

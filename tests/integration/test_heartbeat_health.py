@@ -184,6 +184,8 @@ async def test_metrics_expose_every_seed_metric(worker: Worker) -> None:
     client = await WsClient.connect(worker.ws_url, Company().token())
     try:
         await client.request({"type": "ping"}, "pong", 5)
+        await client.send({"type": "getState"})
+        await client.wait_for(lambda m: m.get("type") == "positionBatch", 5)
 
         def fetch() -> tuple[int, str, str]:
             with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as resp:
@@ -199,6 +201,14 @@ async def test_metrics_expose_every_seed_metric(worker: Worker) -> None:
     # Live values, not just declarations: this very client is counted.
     assert re.search(r'^ws_connections_total\{[^}]*status="opened"[^}]*\} [1-9]', text, re.M)
     assert re.search(r'^ws_messages_received_total\{[^}]*message_type="ping"', text, re.M)
+    # Protocol names as label values, and frames counted by their real type.
+    assert re.search(r'^ws_messages_received_total\{[^}]*message_type="getState"', text, re.M)
+    for sent in ("connected", "pong", "positionBatch"):
+        pattern = rf'^ws_messages_sent_total\{{[^}}]*message_type="{sent}"[^}}]*\}} [1-9]'
+        assert re.search(pattern, text, re.M), sent
+    assert re.search(r'^ws_broker_up\{[^}]*\} 1\.0$', text, re.M)
+    assert re.search(r'^ws_redis_up\{[^}]*\} 1\.0$', text, re.M)
+    assert re.search(r"^process_resident_memory_bytes \d", text, re.M)
 
 
 # ---------------------------------------------------------------------------- Redis outage

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from tracker_ws.domain.batching import Outbox, SharedBatches
-from tracker_ws.domain.wsframe import framed_once, text_frame
+from tracker_ws.domain.wsframe import FramedOnce, text_frame
 from tracker_ws.web.flusher import IDLE, NOW, Flusher
 
 WINDOW = 0.05
@@ -39,10 +39,10 @@ class Item:
         if self.flush_slot == IDLE:
             self.flusher.schedule(self, self.outbox.due_at())
 
-    def flush(self, now: float, shared: SharedBatches, framed: dict[bytes, bytes]) -> int:
+    def flush(self, now: float, shared: SharedBatches, framed: FramedOnce) -> int:
         frames = self.outbox.take(now, shared)
         for f in frames:
-            self.written.append((now, framed_once(framed, f)))
+            self.written.append((now, framed.frame(f)))
         if self.outbox.has_work:
             self.flusher.schedule(self, self.outbox.due_at())
         self.flushed.set()
@@ -51,7 +51,7 @@ class Item:
 
 @pytest.fixture
 def flusher() -> Flusher:
-    sent: list[int] = []
+    sent: list[dict[bytes, int]] = []
     f = Flusher(TICK, sent.append)
     f.sent = sent  # type: ignore[attr-defined]
     return f
@@ -66,7 +66,8 @@ async def test_frames_due_at_once_go_out_in_one_pass(flusher: Flusher) -> None:
     assert flusher.runs == 0  # nothing written from inside the pushes
     await asyncio.wait_for(items[-1].flushed.wait(), 1)
     assert flusher.runs == 1
-    assert flusher.sent == [100]  # type: ignore[attr-defined]
+    # One report per pass: the writes of each message.
+    assert flusher.sent == [{b'{"type":"pong"}': 50, b'{"type":"x"}': 50}]  # type: ignore[attr-defined]
     assert all(len(i.written) == 2 and i.flush_slot == IDLE for i in items)
     # Every connection got the very same bytes object for the same message: framed once.
     assert len({id(i.written[0][1]) for i in items}) == 1

@@ -12,9 +12,17 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from tracker_ws.domain import envelope
-from tracker_ws.domain.models import GpsFix, Sensors, UserContext, Vehicle, VehicleStatus
+from tracker_ws.domain.models import (
+    GpsFix,
+    Sensors,
+    SubscriptionType,
+    UserContext,
+    Vehicle,
+    VehicleStatus,
+)
 from tracker_ws.domain.permissions import Permissions
 from tracker_ws.domain.protocol import encode_batch_fragment, encode_position
+from tracker_ws.domain.subscriptions import routing_key
 from tracker_ws.metrics import LATENCY_BUCKETS, Metrics
 from tracker_ws.web.hub import Hub
 
@@ -32,11 +40,15 @@ class Conn:
         self.user = user
         self.perms = Permissions(user)
         self.got: list[tuple[str, int, bytes | None, bytes]] = []
+        self.events: list[int] = []
 
     def push_position(
         self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes
     ) -> None:
         self.got.append((vehicle_id, event_id, single, fragment))
+
+    def push_event(self, event_id: int, frame: bytes) -> None:
+        self.events.append(event_id)
 
 
 def payload(vehicle: Vehicle, *, sensors: Sensors | None = None, ts: int | None = None) -> bytes:
@@ -164,6 +176,30 @@ def test_delivery_latency_observed_per_fix(hub: Hub) -> None:
     assert samples[("ws_message_delivery_duration_seconds_bucket", "0.05")] == 3
     assert samples[("ws_message_delivery_duration_seconds_bucket", "0.5")] == 4
     assert samples[("ws_message_delivery_duration_seconds_bucket", "+Inf")] == 5
+
+
+def test_delivery_latency_observed_for_events_by_subscription_type(hub: Hub) -> None:
+    """Events carry the time the service took them in (`ts`); one observation per event
+    that reached a connection, under its subscription type."""
+    user = UserContext("a0000000-0000-4000-8000-00000000000a", C1)
+    conn = subscribe(hub, user, [routing_key(SubscriptionType.NOTIFICATIONS, "user", user.user_id)])
+    now = int(time.time() * 1000)
+
+    def notification(ts: int, to: str = user.user_id) -> bytes:
+        n = {"id": "n", "title": "t", "body": "", "category": "c", "priority": "normal", "data": {}}
+        return envelope.encode({"t": envelope.NOTIFICATION, "u": to, "n": n, "ts": ts})
+
+    hub.deliver([(1, notification(now - 300)), (2, notification(now - 2))])
+    hub.deliver([(3, notification(now, to="b0000000-0000-4000-8000-00000000000b"))])  # nobody
+    assert conn.events == [1, 2]
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for s in hub.metrics.delivery.collect()[0].samples
+        if s.labels.get("subscription_type") == "notifications"
+    }
+    assert samples[("ws_message_delivery_duration_seconds_count", None)] == 2
+    assert samples[("ws_message_delivery_duration_seconds_bucket", "0.25")] == 1
+    assert samples[("ws_message_delivery_duration_seconds_bucket", "0.5")] == 2
 
 
 def test_the_batch_histogram_exposes_what_a_prometheus_histogram_does() -> None:

@@ -22,6 +22,7 @@ from tracker_ws.bus.base import ALL_INSTANCES
 from tracker_ws.domain import envelope
 from tracker_ws.domain.errors import InvalidEvent, TooManyTargets
 from tracker_ws.domain.events import ALIASES, PARSERS, check_alert_targets, load_json
+from tracker_ws.domain.protocol import now_ms
 from tracker_ws.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class EventIngest:
         env, dedupe = parser(load_json(value), key_text)
         if env["t"] == envelope.ALERT:
             check_alert_targets(env["companies"], self.rt.settings.max_broadcast_targets)
+        env["ts"] = now_ms()
         # Every instance, resolved atomically by the bus: each filters with its own index.
         targets = [ALL_INSTANCES]
         self.publisher.add(

@@ -12,7 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
-from tracker_ws.domain.models import GpsFix, Vehicle, VehicleStatus
+from tracker_ws.domain.models import GpsFix, SubscriptionType, Vehicle, VehicleStatus
 from tracker_ws.domain.protocol import (
     encode_geo_event,
     encode_notification,
@@ -26,6 +26,15 @@ GEO: Literal["geo"] = "geo"
 NOTIFICATION: Literal["notif"] = "notif"
 MAINTENANCE: Literal["maint"] = "maint"
 ALL_HISTORY = "ws:history:all"  # events for everyone, and every system alert
+
+# The subscription type that receives each kind (the delivery-latency metric's label).
+SUBSCRIPTION_OF: dict[str, str] = {
+    POSITION: SubscriptionType.VEHICLES.value,
+    GEO: SubscriptionType.GEO_EVENTS.value,
+    MAINTENANCE: SubscriptionType.MAINTENANCE.value,
+    NOTIFICATION: SubscriptionType.NOTIFICATIONS.value,
+    ALERT: SubscriptionType.SYSTEM_ALERTS.value,
+}
 
 
 class PositionEnvelope(TypedDict):
@@ -49,6 +58,7 @@ class GeoEnvelope(TypedDict):
     v: str  # vehicleId
     z: str  # geozoneId
     e: dict[str, Any]  # the seed `GeoEvent` object
+    ts: NotRequired[int]  # when the service took it in, epoch ms (the delivery-latency metric)
 
 
 class MaintenanceEnvelope(TypedDict):
@@ -56,12 +66,14 @@ class MaintenanceEnvelope(TypedDict):
     c: str
     v: str
     n: dict[str, Any]  # the seed `Notification` object, category maintenance
+    ts: NotRequired[int]  # when the service took it in, epoch ms (the delivery-latency metric)
 
 
 class NotificationEnvelope(TypedDict):
     t: Literal["notif"]
     u: str  # userId: that user's connections only
     n: dict[str, Any]  # the seed `Notification` object
+    ts: NotRequired[int]  # when the service took it in, epoch ms (the delivery-latency metric)
 
 
 # `from` is a keyword: the functional form.
@@ -78,6 +90,8 @@ AlertEnvelope = TypedDict(
         # An admin broadcast: request id and instance to report delivery counts to.
         "req": NotRequired[str | None],
         "from": NotRequired[str | None],
+        # When the service took it in, epoch ms (the delivery-latency metric).
+        "ts": NotRequired[int],
     },
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class SubscriptionType(StrEnum):
@@ -81,28 +81,32 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
+    TYPE: ClassVar[str] = "subscribe"  # the protocol's name (metric labels)
     subscription_type: SubscriptionType
     filter: SubscriptionFilter
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
+    TYPE: ClassVar[str] = "unsubscribe"  # the protocol's name (metric labels)
     subscription_type: SubscriptionType
     filter: SubscriptionFilter | None  # None: the whole type
 
 
 @dataclass(frozen=True, slots=True)
 class GetState:
+    TYPE: ClassVar[str] = "getState"  # the protocol's name (metric labels)
     vehicle_ids: frozenset[str] | None  # None: every vehicle the user may see
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    pass
+    TYPE: ClassVar[str] = "ping"  # the protocol's name (metric labels)
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
+    TYPE: ClassVar[str] = "ack"  # the protocol's name (metric labels)
     event_id: int
 
 

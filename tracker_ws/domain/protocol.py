@@ -337,6 +337,36 @@ def parse_timestamp_ms(value: object, *, field: str = "timestamp") -> int:
 # ------------------------------------------------------------------------------ encoding
 
 
+# Every server message type; a frame's type is read back from its bytes for the metrics.
+SERVER_MESSAGE_TYPES = frozenset(
+    {
+        "connected",
+        "subscribed",
+        "unsubscribed",
+        "pong",
+        "error",
+        "position",
+        "positionBatch",
+        "geoEvent",
+        "notification",
+        "systemAlert",
+    }
+)
+_TYPE_PREFIX = b'{"type":"'
+
+
+def message_type_of(frame: bytes) -> str:
+    """The `type` of a frame these encoders made (they all start with it); "other" for
+    anything else, so a metric label stays within SERVER_MESSAGE_TYPES and "other"."""
+    if frame.startswith(_TYPE_PREFIX):
+        end = frame.find(b'"', 9)
+        if end > 9:
+            mtype = frame[9:end].decode("ascii", "replace")
+            if mtype in SERVER_MESSAGE_TYPES:
+                return mtype
+    return "other"
+
+
 def _head(mtype: bytes, event_id: int, ts_ms: int | None) -> bytes:
     """`{"type":…,"eventId":…,"timestamp":"…"` — the common prefix of spliced frames."""
     ts = iso_from_ms(now_ms() if ts_ms is None else ts_ms)

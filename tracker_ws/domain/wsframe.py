@@ -14,13 +14,34 @@ _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
 
 
-def framed_once(cache: dict[bytes, bytes], payload: bytes) -> bytes:
-    """`payload`'s frame, built once per flush pass: every connection given the same message
-    in one pass gets the same bytes object."""
-    frame = cache.get(payload)
-    if frame is None:
-        frame = cache[payload] = text_frame(payload)
-    return frame
+class FramedOnce:
+    """The frames of one flush pass: each distinct message framed once, and every connection
+    given it gets the same bytes object; counts the writes of each (the sent-messages metric
+    by message type, without a per-write label lookup)."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self) -> None:
+        self._frames: dict[bytes, _Written] = {}
+
+    def frame(self, payload: bytes) -> bytes:
+        written = self._frames.get(payload)
+        if written is None:
+            written = self._frames[payload] = _Written(text_frame(payload))
+        written.count += 1
+        return written.frame
+
+    def counts(self) -> dict[bytes, int]:
+        """Writes per message (the payload) in this pass."""
+        return {payload: w.count for payload, w in self._frames.items()}
+
+
+class _Written:
+    __slots__ = ("count", "frame")
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+        self.count = 0
 
 
 def text_frame(payload: bytes) -> bytes:

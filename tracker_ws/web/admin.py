@@ -27,7 +27,7 @@ from tracker_ws.domain.errors import (
 )
 from tracker_ws.domain.events import check_alert_targets
 from tracker_ws.domain.models import AlertLevel, UserContext
-from tracker_ws.domain.protocol import iso_from_ms
+from tracker_ws.domain.protocol import iso_from_ms, now_ms
 from tracker_ws.domain.validate import choice, uuid_str
 from tracker_ws.kafka import consumer_watch
 from tracker_ws.web.keys import RUNTIME
@@ -184,6 +184,7 @@ async def broadcast(request: web.Request) -> web.Response:
     live, _ = await rt.bus.instances()
     req = rt.bus.new_request(live)
     env = envelope.alert_envelope(level, message, targets, req, rt.settings.instance_id)
+    env["ts"] = now_ms()
     history = envelope.history_streams(env)
     [event_id] = await rt.bus.publish([Outgoing(live, envelope.encode(env), history=history)])
     replies = await rt.bus.gather_replies(req, GATHER_TIMEOUT_S)

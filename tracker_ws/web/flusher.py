@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tracker_ws.domain.batching import SharedBatches
+from tracker_ws.domain.wsframe import FramedOnce
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,15 @@ class Flushable(Protocol):
     # IDLE, NOW, or the tick it is due at; owned by the Flusher.
     flush_slot: int
 
-    def flush(self, now: float, shared: SharedBatches, framed: dict[bytes, bytes]) -> int:
+    def flush(self, now: float, shared: SharedBatches, framed: FramedOnce) -> int:
         """Write what is due; returns the number of frames written. Reschedules itself
         (Flusher.schedule) when something stays queued."""
         ...
 
 
 class Flusher:
-    def __init__(self, tick_s: float, on_sent: Callable[[int], None]) -> None:
+    def __init__(self, tick_s: float, on_sent: Callable[[dict[bytes, int]], None]) -> None:
+        # on_sent: the writes of each message (payload) in one pass, for the metrics.
         self.tick = tick_s
         self.on_sent = on_sent
         self._now: list[Flushable] = []
@@ -116,7 +118,7 @@ class Flusher:
         for item in due:
             item.flush_slot = IDLE
         shared: SharedBatches = {}
-        framed: dict[bytes, bytes] = {}
+        framed = FramedOnce()
         sent = 0
         for item in due:
             try:
@@ -125,7 +127,7 @@ class Flusher:
                 # One connection's fault must not cost the others their turn.
                 log.exception("flushing %r failed", item)
         if sent:
-            self.on_sent(sent)
+            self.on_sent(framed.counts())
         if heap:
             self._arm(heap[0])
 

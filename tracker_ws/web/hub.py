@@ -210,6 +210,12 @@ class Hub:
                 for session in sessions:
                     session.push_event(event_id, frame)
                 delivered += len(sessions)
+                taken_in = env.get("ts")
+                if sessions and isinstance(taken_in, int | float):
+                    latency = max(0.0, (now_ms - taken_in) / 1000)
+                    self.metrics.delivery.labels(envelope.SUBSCRIPTION_OF[env["t"]]).observe(
+                        latency
+                    )
                 req, sender = env.get("req"), env.get("from")
                 if self.reply is not None and isinstance(req, str) and isinstance(sender, str):
                     self.reply(sender, req, {"delivered": len(sessions)})

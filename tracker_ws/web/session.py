@@ -65,7 +65,7 @@ from tracker_ws.domain.protocol import (
 )
 from tracker_ws.domain.ratelimit import AbuseTracker, TokenBucket
 from tracker_ws.domain.subscriptions import SubscriptionSet
-from tracker_ws.domain.wsframe import framed_once
+from tracker_ws.domain.wsframe import FramedOnce
 from tracker_ws.web.admin import error_response
 from tracker_ws.web.expiry import Entry
 from tracker_ws.web.flusher import IDLE
@@ -221,7 +221,7 @@ class Session:
         self.rt.metrics.error(err.code)
         self.push(encode_error(err.code, err.message, **cast(dict[str, Any], extra)))
 
-    def flush(self, now: float, shared: SharedBatches, framed: dict[bytes, bytes]) -> int:
+    def flush(self, now: float, shared: SharedBatches, framed: FramedOnce) -> int:
         """The Flusher's call: write what is due (see flusher.py); the number of frames."""
         transport = self._transport
         if transport is None or not self._live:
@@ -239,7 +239,7 @@ class Session:
         frames = outbox.take(now, shared)
         try:
             for frame in frames:
-                transport.write(framed_once(framed, frame))
+                transport.write(framed.frame(frame))
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-write; the reader sees the close and cleans up.
             log.debug("writing to %s failed: %s", self.conn_id, exc)
@@ -467,7 +467,7 @@ class Session:
             rt.metrics.messages_received.labels(rt.metrics.instance, "invalid").inc()
             self.error(exc)
             return
-        kind = type(message).__name__.lower()
+        kind = message.TYPE
         rt.metrics.messages_received.labels(rt.metrics.instance, kind).inc()
         try:
             if isinstance(message, Ping):
