@@ -206,8 +206,8 @@ async def test_metrics_expose_every_seed_metric(worker: Worker) -> None:
     for sent in ("connected", "pong", "positionBatch"):
         pattern = rf'^ws_messages_sent_total\{{[^}}]*message_type="{sent}"[^}}]*\}} [1-9]'
         assert re.search(pattern, text, re.M), sent
-    assert re.search(r'^ws_broker_up\{[^}]*\} 1\.0$', text, re.M)
-    assert re.search(r'^ws_redis_up\{[^}]*\} 1\.0$', text, re.M)
+    assert re.search(r"^ws_broker_up\{[^}]*\} 1\.0$", text, re.M)
+    assert re.search(r"^ws_redis_up\{[^}]*\} 1\.0$", text, re.M)
     assert re.search(r"^process_resident_memory_bytes \d", text, re.M)
 
 
