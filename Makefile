@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODE_STAMP := tests/e2e/node_modules/.installed
 
-.PHONY: run test soak lint unit integration e2e bench clean fmt
+.PHONY: run test soak lint unit integration e2e bench clean fmt ops-tools
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,7 +23,21 @@ $(NODE_STAMP): tests/e2e/package.json
 run: $(STAMP)
 	$(BIN)/python -m tracker_ws dev
 
-test: $(STAMP) $(NODE_STAMP)
+# tests/ops checks the operator's kit in docker/ with promtool (Debian `prometheus`),
+# docker-compose and haproxy: installed here when missing and we may (root with apt-get);
+# otherwise those tests say what to install and skip.
+OPS_TOOLS := promtool:prometheus docker-compose:docker-compose haproxy:haproxy
+ops-tools:
+	@missing=""; for t in $(OPS_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing (Debian packages, for tests/ops)"; \
+	  apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	else echo "note: tests/ops will skip until these are installed:$$missing"; fi
+
+test: $(STAMP) $(NODE_STAMP) ops-tools
 	$(BIN)/python -m pytest -q
 
 # The randomised recovery and rolling-restart runs with new seeds (3 instances): ~2 min.

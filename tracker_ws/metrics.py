@@ -115,6 +115,13 @@ class Metrics:
             ["instance", "topic", "partition"],
             registry=r,
         )
+        self.stalled_partitions = Gauge(
+            "ws_stalled_partitions",
+            "Input partitions of this instance with records waiting and no progress "
+            "for TRACKER_WS_STALL_AFTER_S seconds",
+            ["instance"],
+            registry=r,
+        )
         # CPU, memory, file descriptors, start time; Python version; garbage collections.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -140,10 +147,16 @@ class Metrics:
         for mtype, n in by_type.items():
             self.sent(mtype).inc(n)
 
-    def watch_backends(self, broker_up: Callable[[], bool], redis_up: Callable[[], bool]) -> None:
-        """Read the two up gauges from the runtime's state at scrape time."""
+    def watch_state(
+        self,
+        broker_up: Callable[[], bool],
+        redis_up: Callable[[], bool],
+        stalled: Callable[[], int],
+    ) -> None:
+        """Read the up gauges and the stalled partitions from the runtime at scrape time."""
         self.broker_up.labels(self.instance).set_function(lambda: float(broker_up()))
         self.redis_up.labels(self.instance).set_function(lambda: float(redis_up()))
+        self.stalled_partitions.labels(self.instance).set_function(lambda: float(stalled()))
 
     def set_consumer_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
         """(topic, partition, lag) of every input partition owned now; the others go."""

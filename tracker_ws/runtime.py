@@ -69,7 +69,9 @@ class Runtime:
             flusher=Flusher(flush_tick_s(settings), metrics.count_sent),
             expiries=Expiries(),
         )
-        metrics.watch_backends(lambda: rt.broker_ok, lambda: rt.bus.connected)
+        metrics.watch_state(
+            lambda: rt.broker_ok, lambda: rt.bus.connected, lambda: len(rt.stalled_partitions)
+        )
         return rt
 
 

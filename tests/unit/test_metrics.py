@@ -80,15 +80,20 @@ def test_consumer_lag_follows_the_owned_partitions() -> None:
     }
 
 
-def test_up_gauges_read_the_state_at_scrape_time() -> None:
+def test_state_gauges_read_the_runtime_at_scrape_time() -> None:
     m = Metrics("ws-1")
-    state = {"broker": True, "redis": False}
-    m.watch_backends(lambda: state["broker"], lambda: state["redis"])
-    assert samples(m, "ws_broker_up") == {(("instance", "ws-1"),): 1}
-    assert samples(m, "ws_redis_up") == {(("instance", "ws-1"),): 0}
+    state: dict[str, bool] = {"broker": True, "redis": False}
+    stalled = ["gps-events[3]"]
+    m.watch_state(lambda: state["broker"], lambda: state["redis"], lambda: len(stalled))
+    me = (("instance", "ws-1"),)
+    assert samples(m, "ws_broker_up") == {me: 1}
+    assert samples(m, "ws_redis_up") == {me: 0}
+    assert samples(m, "ws_stalled_partitions") == {me: 1}
     state.update(broker=False, redis=True)
-    assert samples(m, "ws_broker_up") == {(("instance", "ws-1"),): 0}
-    assert samples(m, "ws_redis_up") == {(("instance", "ws-1"),): 1}
+    stalled.clear()
+    assert samples(m, "ws_broker_up") == {me: 0}
+    assert samples(m, "ws_redis_up") == {me: 1}
+    assert samples(m, "ws_stalled_partitions") == {me: 0}
 
 
 def test_process_metrics_are_exported() -> None:
