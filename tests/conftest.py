@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-import tracker_ws_dev as devstack
 from tracker_ws.tables.definitions import topic_plan
+from tracker_ws_dev import stack as devstack
 
 _TESTS_DIR = Path(__file__).resolve().parent
 _MARK_BY_DIR = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}

@@ -1,5 +1,5 @@
-"""Command line: worker, token, config, and the commands installed packages add (dev, simulate,
-listen from tracker_ws_dev; tracker_ws/commands.py) (ARCHITECTURE §6)."""
+"""Command line: worker, and the commands of tracker_ws/commands.py (token, config; dev,
+simulate, listen from tracker_ws_dev where installed) (ARCHITECTURE §6)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from tracker_ws.commands import Command, discovered
+from tracker_ws.commands import Command, add_to_argparse, all_commands
 from tracker_ws.domain.errors import ConfigError
 
 
@@ -47,45 +47,10 @@ def _cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     from tracker_ws.app import app
 
     # Hand over to Faust's own CLI, as `faust -A tracker_ws.app worker` would.
-    sys.argv = ["tracker_ws", "worker", "--loglevel", args.loglevel, *rest]
+    # JSON log lines: no start-up banner among them (Faust's --quiet silences only that).
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    sys.argv = ["tracker_ws", *quiet, "worker", "--loglevel", args.loglevel, *rest]
     app.main()
-    return 0
-
-
-def _cmd_token(args: argparse.Namespace, rest: list[str]) -> int:
-    from tracker_ws.auth import mint_token
-    from tracker_ws.config import Settings
-
-    settings = Settings.from_env()
-    roles = list(args.roles or [])
-    if args.admin and "admin" not in roles:
-        roles.append("admin")
-    print(
-        mint_token(
-            args.user,
-            args.company,
-            secret=args.secret or settings.jwt_secret,
-            roles=roles,
-            vehicle_ids=args.vehicles,
-            group_ids=args.groups,
-            ttl_s=args.ttl,
-            platform=args.platform,
-        )
-    )
-    return 0
-
-
-def _cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
-    from tracker_ws.config import Settings, describe_values, describe_variables
-
-    if args.check:
-        settings = Settings.from_env()
-        print(describe_values(settings))
-        problem = settings.auth_problem()
-        if problem:
-            print(f"note: a worker would refuse to start: {problem}", file=sys.stderr)
-        return 0
-    print(describe_variables(markdown=args.markdown))
     return 0
 
 
@@ -104,40 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("worker", help="run one instance (agents + web server)")
     w.add_argument("--loglevel", "-l", default="info")
 
-    t = sub.add_parser("token", help="mint a development JWT")
-    t.add_argument("--user", required=True, help="userId (UUID)")
-    t.add_argument("--company", required=True, help="companyId (UUID)")
-    t.add_argument("--admin", action="store_true", help="add the admin role")
-    t.add_argument("--roles", nargs="*", help="extra roles")
-    t.add_argument("--vehicles", nargs="*", help="narrow to these vehicleIds")
-    t.add_argument("--groups", nargs="*", help="narrow to these groupIds")
-    t.add_argument("--ttl", type=int, default=86400, help="seconds until exp (default 1 day)")
-    t.add_argument("--platform", choices=["web", "mobile", "desktop"])
-    t.add_argument(
-        "--secret", help="HS256 secret (default TRACKER_WS_JWT_SECRET or the dev secret)"
-    )
-
-    c = sub.add_parser(
-        "config", help="list every TRACKER_WS_* variable with its default and meaning"
-    )
-    c.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
-    c.add_argument(
-        "--check", action="store_true", help="validate the environment and print the values"
-    )
-
-    # dev, simulate, listen (tracker_ws_dev), and any other installed one (tracker_ws/commands.py)
-    for name, command in discovered():
-        command.configure(sub.add_parser(name, help=command.help))
+    # token, config, and dev, simulate, listen (tracker_ws_dev) or any other installed one.
+    for name, command in all_commands():
+        add_to_argparse(sub.add_parser(name, help=command.help), command)
         handlers[name] = _plugin(command)
 
     args, rest = parser.parse_known_args(argv)
-    handlers.update(
-        {
-            "worker": _cmd_worker,
-            "token": _cmd_token,
-            "config": _cmd_config,
-        }
-    )
+    handlers["worker"] = _cmd_worker
     if rest and args.command != "worker":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     started = time.monotonic()

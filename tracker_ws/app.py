@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_ws import eventloop, gctune, logthrottle
+from tracker_ws import commands, eventloop, gctune, logjson, logthrottle
 from tracker_ws.agents import events, positions, subscriptions
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.agents.registry import RegistryReader
@@ -29,6 +29,9 @@ from tracker_ws.kafka.app import KafkaApp
 from tracker_ws.kafka.rejoin import LeaderAwareAssignor
 from tracker_ws.kafka.stream import BatchStream
 from tracker_ws.runtime import Runtime
+
+# The gps-events model, for `faust -A tracker_ws.app models | model | send` (records.py).
+from tracker_ws.tables import records  # noqa: F401
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
 from tracker_ws.watchdog import ShutdownWatchdog
 from tracker_ws.web import admin, control, health
@@ -81,6 +84,8 @@ class TrackerApp(KafkaApp):
             )
 
     async def on_first_start(self) -> None:
+        # Faust creates the data directory itself, but not its parents.
+        Path(self.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
         topics, configs = topic_plan(self.rt.settings.partitions)
         await kafka_admin.create_topics(self.rt.settings.kafka_broker, topics, configs=configs)
@@ -117,8 +122,9 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     compat.check()  # a faust/mode/aiokafka upgrade that broke our extensions fails here
     tls = tls_context(settings)  # an unreadable certificate fails here, before anything starts
     rt = Runtime.create(settings)
+    # Created when the worker starts (on_first_start), not here: `faust -A tracker_ws.app
+    # --help` and the other commands that only load the app leave no directory behind.
     datadir = (Path(settings.data_dir) / settings.instance_id).resolve()
-    datadir.mkdir(parents=True, exist_ok=True)
     app = TrackerApp(
         settings.app_id,
         broker=settings.kafka_broker,
@@ -160,6 +166,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         # persisted for them may run ahead of a changelog's highwater after a member restarts
         # (ConsistencyError seen in rolling restarts), which is harmless here.
         recovery_consistency_check=False,
+        logging_config=logjson.logging_config(settings.log_format, settings.instance_id),
     )
     app.rt = rt
     app.tls_context = tls
@@ -305,3 +312,5 @@ def _app_from_env() -> TrackerApp:
 
 
 app = _app_from_env()
+# token, config, dev, simulate, listen as `faust -A tracker_ws.app <command>` (commands.py).
+commands.register_with_faust()

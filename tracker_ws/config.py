@@ -42,6 +42,7 @@ class Var:
     min: float | None = None
     max: float | None = None
     schemes: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # kind "choice": the values allowed
     shown_default: str | None = None  # for defaults computed at start (hostname, pid)
 
     def parse(self, raw: str) -> Any:
@@ -115,6 +116,13 @@ def _parse_bool(var: Var, raw: str) -> bool:
     raise ValueError("must be 1/0, true/false, yes/no or on/off")
 
 
+def _parse_choice(var: Var, raw: str) -> str:
+    text = raw.strip().lower()
+    if text not in var.choices:
+        raise ValueError(f"must be one of {', '.join(var.choices)}")
+    return text
+
+
 def _parse_url(var: Var, raw: str) -> str:
     rest = raw.split("://", 1)[-1]
     if not raw.startswith(var.schemes) or (not rest and raw != "memory://"):
@@ -145,6 +153,7 @@ _PARSERS: dict[str, Callable[[Var, str], Any]] = {
     "name": _parse_name,
     "bool": _parse_bool,
     "url": _parse_url,
+    "choice": _parse_choice,
     "pem": _parse_pem,
 }
 
@@ -240,6 +249,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRACKER_WS_UVLOOP", "uvloop", "bool", True,
         "run the worker on uvloop where it is installed (a dependency on Linux and macOS; "
         "`tracker_ws/eventloop.py`); 0 = asyncio's own loop"),
+    Var("TRACKER_WS_LOG_FORMAT", "log_format", "choice", "text",
+        "the worker's log lines: text, or json (one object per line: time, level, logger, "
+        "message, instance, exception) for log collectors", choices=("text", "json")),
     Var("TRACKER_WS_GC_GEN0", "gc_gen0", "int", 50000,
         "allocations between two young-generation garbage collections in the worker "
         "(`tracker_ws/gctune.py`); 0 keeps Python's default (700)", min=0, max=10_000_000),
@@ -307,6 +319,7 @@ class Settings:
     kafka_rejoin_stagger_s: float = 0.15
     standby_replicas: int = 0
     uvloop: bool = True  # the worker's event loop (eventloop.py)
+    log_format: str = "text"  # text | json (logjson.py)
     gc_gen0: int = 50000  # young-generation GC threshold in the worker (gctune.py)
     # issue 10: web listeners (web/listeners.py)
     internal_host: str = "127.0.0.1"  # Faust's views and stats: loopback unless opened on purpose

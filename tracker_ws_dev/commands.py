@@ -1,17 +1,12 @@
-"""`python -m tracker_ws dev | simulate | listen`: registered as `tracker_ws.commands` entry
-points (setup.cfg). Imports stay inside `run`, so listing the commands costs nothing."""
+"""`dev`, `simulate` and `listen` for `python -m tracker_ws` and `faust -A tracker_ws.app`:
+registered as `tracker_ws.commands` entry points (setup.cfg). Imports stay inside the run
+functions, so listing the commands loads nothing of the tools."""
 
 from __future__ import annotations
 
 import argparse
 
-from tracker_ws.commands import Command
-
-
-def _dev_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, help="public port (default TRACKER_WS_PORT or 8090)")
-    p.add_argument("--vehicles", type=int, default=50)
-    p.add_argument("--rate", type=float, default=20.0)
+from tracker_ws.commands import Command, Opt
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -20,15 +15,6 @@ def _dev(args: argparse.Namespace) -> int:
 
     port = args.port if args.port is not None else Settings.from_env().port
     return run_dev(port=port, vehicles=args.vehicles, rate=args.rate)
-
-
-def _simulate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", help="kafka://host:port (default TRACKER_WS_KAFKA_BROKER)")
-    p.add_argument("--vehicles", type=int, default=50)
-    p.add_argument("--companies", type=int, default=2)
-    p.add_argument("--rate", type=float, default=10.0, help="fixes per second, all vehicles")
-    p.add_argument("--duration", type=float, default=0.0, help="seconds (0: until interrupted)")
-    p.add_argument("--seed", type=int, default=1)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -43,14 +29,6 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _listen_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090)
-    p.add_argument("--token", required=True)
-    p.add_argument("--vehicles", nargs="*", help="vehicleIds (default: all of the company)")
-    p.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
-
-
 def _listen(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -59,6 +37,35 @@ def _listen(args: argparse.Namespace) -> int:
     return asyncio.run(listen(args.port, args.token, args.vehicles, args.host, args.duration))
 
 
-DEV = Command("embedded broker + Redis + worker + simulator", _dev_args, _dev)
-SIMULATE = Command("register vehicles and produce GPS fixes", _simulate_args, _simulate)
-LISTEN = Command("connect, subscribe to vehicles and print what arrives", _listen_args, _listen)
+DEV = Command(
+    "embedded broker + Redis + worker + simulator",
+    (
+        Opt(("--port",), "public port (default TRACKER_WS_PORT or 8090)", type=int),
+        Opt(("--vehicles",), "simulated vehicles", type=int, default=50),
+        Opt(("--rate",), "fixes per second, all vehicles", type=float, default=20.0),
+    ),
+    _dev,
+)
+SIMULATE = Command(
+    "register vehicles and produce GPS fixes",
+    (
+        Opt(("--broker",), "kafka://host:port (default TRACKER_WS_KAFKA_BROKER)"),
+        Opt(("--vehicles",), "vehicles", type=int, default=50),
+        Opt(("--companies",), "companies they belong to", type=int, default=2),
+        Opt(("--rate",), "fixes per second, all vehicles", type=float, default=10.0),
+        Opt(("--duration",), "seconds (0: until interrupted)", type=float, default=0.0),
+        Opt(("--seed",), "fleet seed (same seed, same vehicle ids)", type=int, default=1),
+    ),
+    _simulate,
+)
+LISTEN = Command(
+    "connect, subscribe to vehicles and print what arrives",
+    (
+        Opt(("--host",), "server host", default="127.0.0.1"),
+        Opt(("--port",), "server port", type=int, default=8090),
+        Opt(("--token",), "a JWT (python -m tracker_ws token …)", required=True),
+        Opt(("--vehicles",), "vehicleIds (default: all of the company)", many=True),
+        Opt(("--duration",), "seconds (0: until Ctrl-C)", type=float, default=0.0),
+    ),
+    _listen,
+)

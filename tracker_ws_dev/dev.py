@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-import tracker_ws_dev as devstack
 from tracker_ws.auth import mint_token
 from tracker_ws.config import Settings
 from tracker_ws.domain.errors import TrackerError
 from tracker_ws.tables.definitions import topic_plan
+from tracker_ws_dev import stack as devstack
 from tracker_ws_dev.simulator import Fleet, dev_user_id, sim_id
 
 DEV_DIR = Path(".dev")

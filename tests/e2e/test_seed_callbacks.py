@@ -25,7 +25,7 @@ from tests.support.checks import registered_company
 from tests.support.client import WsClient
 from tests.support.fleet import Company, FleetDriver, new_id
 from tests.support.node_seed import NodeSeedClient, requires_node_seed
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 pytestmark = requires_node_seed
 

@@ -17,7 +17,7 @@ from typing import Any
 from tests.support.client import WsClient
 from tests.support.fleet import FleetDriver, wait_registry
 from tests.support.node_seed import NodeSeedClient, requires_node_seed
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 pytestmark = requires_node_seed
 

@@ -37,7 +37,7 @@ from tests.support.fleet import (
 )
 from tests.support.node_seed import Line, NodeSeedClient, requires_node_seed
 from tests.support.tcpproxy import TcpProxy
-from tracker_ws_dev import wait_for
+from tracker_ws_dev.stack import wait_for
 
 pytestmark = requires_node_seed
 

@@ -23,7 +23,7 @@ from tests.support.client import WsClient
 from tests.support.fleet import FleetDriver
 from tests.support.node_seed import NodeSeedClient, requires_node_seed
 from tests.support.tls import Pki, make_pki
-from tracker_ws_dev import Worker, free_port
+from tracker_ws_dev.stack import Worker, free_port
 
 TLS_DB = 12  # the module's own instance (the session worker uses 0, cluster3 1, …)
 

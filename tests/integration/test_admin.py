@@ -26,7 +26,7 @@ from tests.support.cluster import (
 from tests.support.fleet import Company, FleetDriver, new_id
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws_dev import Worker, wait_for
+from tracker_ws_dev.stack import Worker, wait_for
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 

@@ -18,7 +18,7 @@ from tests.support.client import WsClient
 from tests.support.fleet import Company, FleetDriver, new_id
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 OTHER_SECRET = "not-the-secret-of-this-service-0123456789abcdef"
 

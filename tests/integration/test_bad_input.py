@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.client import Msg, WsClient
 from tests.support.fleet import Company
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009

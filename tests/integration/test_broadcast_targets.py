@@ -15,7 +15,7 @@ import redis as redis_sync
 from tests.support.client import WsClient
 from tests.support.cluster import admin_token, ahttp, until
 from tests.support.fleet import Company, new_id
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 CAP = 1000  # the default TRACKER_WS_MAX_BROADCAST_TARGETS
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-import tracker_ws_dev as devstack
 from tracker_ws.kafka.transport import ConsumerThread, LogEndCheck, true_end
+from tracker_ws_dev import stack as devstack
 
 
 class _Thread(ConsumerThread):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tracker_ws_dev as devstack
 from tracker_ws.auth import mint_token
+from tracker_ws_dev import stack as devstack
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTEN = [sys.executable, "-m", "tracker_ws", "listen"]

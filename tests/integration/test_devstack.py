@@ -19,8 +19,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-import tracker_ws_dev as devstack
 from tracker_ws.domain.errors import BackendUnavailable
+from tracker_ws_dev import stack as devstack
 
 REPO_ROOT = Path(devstack.__file__).resolve().parent.parent
 
@@ -173,7 +173,7 @@ def test_atexit_hook_stops_children_of_an_exiting_python(tmp_path: Path) -> None
     code = textwrap.dedent(
         f"""
         from pathlib import Path
-        import tracker_ws_dev as devstack
+        from tracker_ws_dev import stack as devstack
         proc = devstack.ManagedProcess(["sleep", "300"], log_path=Path({str(tmp_path)!r}) / "s.log")
         Path({str(pid_file)!r}).write_text(str(proc.pid))
         """

@@ -28,12 +28,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-import tracker_ws_dev as devstack
 from tests.support.checks import live_positions, registered_company
 from tests.support.client import Msg, WsClient, gather_close
 from tests.support.fleet import Company, FleetDriver, new_id
 from tests.support.streams import read_dead_letters, stream_count
-from tracker_ws_dev import Worker
+from tracker_ws_dev import stack as devstack
+from tracker_ws_dev.stack import Worker
 
 SOURCES = ("kafka", "redis")
 GEO, NOTIF, MAINT, ALERT = "geo-events", "notifications", "maintenance-events", "system-alerts"

@@ -21,7 +21,6 @@ import pytest
 import redis as redis_sync
 from aiokafka import AIOKafkaProducer
 
-import tracker_ws_dev as devstack
 from tests.conftest import Cluster, cluster_on_own_redis, start_cluster
 from tests.support.checks import live_positions, publish_failures
 from tests.support.client import gather_close
@@ -43,7 +42,8 @@ from tests.support.cluster import (
 from tests.support.fleet import FleetDriver, new_id
 from tests.support.streams import read_partition
 from tracker_ws.agents.positions import partition_of
-from tracker_ws_dev import Worker
+from tracker_ws_dev import stack as devstack
+from tracker_ws_dev.stack import Worker
 
 KILL_DB = 5  # the kill test's Redis database (cluster3 uses 1, the session worker 0)
 # Issue 11: after a kill -9 of 1 of 3, the dead instance's vehicles reach the survivors'

@@ -23,12 +23,12 @@ import aiohttp
 import orjson
 import pytest
 
-import tracker_ws_dev as devstack
 from tests.support.checks import at_lat, registered_company, run_seed, wait_position
 from tests.support.client import WsClient
 from tests.support.fleet import Company, FleetDriver
 from tests.support.fuzz import CLOSE_TOO_BIG, Frame, FrameFuzzer
-from tracker_ws_dev import Worker
+from tracker_ws_dev import stack as devstack
+from tracker_ws_dev.stack import Worker
 
 MAX_FRAME = 64 * 1024
 BARRIER_EVERY = 40  # frames between two round trips: keeps the server's queue far from 4009

@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-import tracker_ws_dev as devstack
 from tests.support.client import Msg, WsClient
 from tests.support.fleet import Company, FleetDriver, wait_registry
-from tracker_ws_dev import Worker
+from tracker_ws_dev import stack as devstack
+from tracker_ws_dev.stack import Worker
 
 CLOSE_GOING_AWAY = 1001
 HEARTBEAT_TIMEOUT_S = 2.0

@@ -19,13 +19,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-import tracker_ws_dev as devstack
 from tests.support.bad_input import BAD_LAST_EVENT_IDS
 from tests.support.client import Msg, WsClient, upgrade_response
 from tests.support.cluster import admin_get, admin_token, ahttp
 from tests.support.fleet import Company, new_id
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws_dev import Worker
+from tracker_ws_dev import stack as devstack
+from tracker_ws_dev.stack import Worker
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009

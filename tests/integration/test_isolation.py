@@ -24,7 +24,7 @@ from tests.support.checks import (
 )
 from tests.support.client import Msg, WsClient, gather_close
 from tests.support.fleet import Company, FleetDriver, fix
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 
 @dataclass

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-import tracker_ws_dev as devstack
 from tracker_ws.domain.errors import BackendUnavailable
 from tracker_ws.logthrottle import REPEAT_WINDOW_S
+from tracker_ws_dev import stack as devstack
 
 REPO_ROOT = Path(devstack.__file__).resolve().parent.parent
 GONE_WITHIN_S = 30.0  # the worker drains (TRACKER_WS_DRAIN_TIMEOUT=2) with its broker dying too

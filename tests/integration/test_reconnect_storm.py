@@ -26,7 +26,7 @@ from tests.conftest import start_cluster
 from tests.support.checks import live_positions, publish_failures
 from tests.support.cluster import TimedClient, admin_token, ahttp, register_company, warm_up
 from tests.support.fleet import Company, FleetDriver, new_id
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 STORM_DB = 15
 HERD = 200  # simultaneous getState

@@ -58,7 +58,7 @@ from tests.support.fleet import (
 )
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws_dev import Worker, wait_for
+from tracker_ws_dev.stack import Worker, wait_for
 
 MAIN_DB = 6  # the 3-instance cluster (queue limit 50)
 SHORT_DB = 7  # one instance with a 2 s state TTL

@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 
 from tests.support.client import WsClient
 from tests.support.fleet import Company, new_id
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 
 def notification(user: str, title: str) -> bytes:

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-import tracker_ws_dev as devstack
 from tests.conftest import Cluster, cluster_on_own_redis
 from tests.support.checks import live_positions
 from tests.support.cluster import TimedClient, register_company, until, warm_up
 from tests.support.fleet import FleetDriver, new_id
+from tracker_ws_dev import stack as devstack
 
 BUSY_S = 2.5  # how long the script keeps Redis busy
 LOST = "Redis delivery subscription lost"  # the listener's one warning per outage

@@ -26,7 +26,7 @@ import pytest
 from tests.support.checks import live_positions
 from tests.support.client import Msg, WsClient, gather_close
 from tests.support.fleet import Company, FleetDriver, new_id, wait_registry
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 FIX_EVERY_S = 0.05
 MAX_SWITCH_S = 1.0

@@ -50,7 +50,7 @@ from tests.support.fleet import (
     new_id,
     where_published,
 )
-from tracker_ws_dev import Worker, wait_for
+from tracker_ws_dev.stack import Worker, wait_for
 
 DB = 8
 DRAIN_RATE = 20  # closes per second while draining

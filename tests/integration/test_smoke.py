@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.support.client import WsClient
 from tests.support.fleet import FleetDriver, wait_registry
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 
 async def test_by_ids_subscriber_receives_its_vehicle_only(

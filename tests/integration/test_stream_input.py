@@ -15,7 +15,7 @@ import orjson
 from tests.support.client import WsClient
 from tests.support.fleet import Company, FleetDriver, fix, new_id, wait_registry
 from tests.support.streams import read_dead_letters, stream_count
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 GPS = "gps-events"
 DLQ = "gps-events-dlq"

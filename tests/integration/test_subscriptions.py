@@ -25,7 +25,7 @@ from tests.support.checks import (
 )
 from tests.support.client import Msg, WsClient, gather_close
 from tests.support.fleet import Company, FleetDriver, fix, new_id
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 STATUSES = {"moving", "stopped", "parking", "offline", "noGps"}
 POSITION_KEYS = {"lat", "lon", "speed", "course", "altitude", "satellites", "timestamp"}

@@ -27,7 +27,7 @@ from tests.conftest import Cluster, start_cluster
 from tests.support.checks import registered_company
 from tests.support.client import WsClient
 from tests.support.fleet import Company, FleetDriver
-from tracker_ws_dev import Worker, free_port, wait_for
+from tracker_ws_dev.stack import Worker, free_port, wait_for
 
 DOORS_DB = 11  # the module's own instance (the session worker uses 0, cluster3 1, …)
 ADVERTISED = "tracker-ws-7.doors.test"

@@ -19,7 +19,7 @@ import orjson
 
 from tests.support.client import Msg, WsClient
 from tests.support.fleet import Company, FleetDriver, fix, new_id, wait_registry
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 Position = dict[str, Any]
 

@@ -26,7 +26,7 @@ from tests.support.fleet import Company, FleetDriver, fix, new_id
 from tracker_ws.agents.positions import partition_of
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws_dev import Worker, wait_for
+from tracker_ws_dev.stack import Worker, wait_for
 
 if TYPE_CHECKING:
     from tests.conftest import Cluster

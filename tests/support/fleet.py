@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws_dev import Worker, wait_for
+from tracker_ws_dev.stack import Worker, wait_for
 
 
 def new_id() -> str:

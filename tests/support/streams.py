@@ -11,8 +11,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-import tracker_ws_dev as devstack
-from tracker_ws_dev import Worker
+from tracker_ws_dev import stack as devstack
+from tracker_ws_dev.stack import Worker
 
 
 async def _reader(broker_url: str) -> AIOKafkaConsumer:

@@ -6,8 +6,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-import tracker_ws_dev as devstack
 from tracker_ws.kafka import group_leave
+from tracker_ws_dev import stack as devstack
 
 
 def app_with(member_id: str, generation: int) -> Any:

@@ -88,6 +88,14 @@ def install(app: faust.App, rt: Runtime, ingest: EventIngest, partitions: int) -
     return agents
 
 
+EVENT_HELP = {
+    "geo-events": "geofence entries and exits",
+    "notifications": "notifications for one user",
+    "maintenance-events": "maintenance notices for a vehicle's company",
+    "system-alerts": "system alerts for every company or the listed ones",
+}
+
+
 def _agent(rt: Runtime, ingest: EventIngest, kind: str, dlq: Any) -> Any:
     async def consume(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -111,4 +119,8 @@ def _agent(rt: Runtime, ingest: EventIngest, kind: str, dlq: Any) -> Any:
             rt.metrics.stream(kind, "ok")
 
     consume.__name__ = f"consume_{kind.replace('-', '_')}"
+    consume.__doc__ = (
+        f"{EVENT_HELP.get(kind, kind)}: validated, given an eventId, kept for replay and "
+        f"delivered to every instance (invalid ones to {kind}-dlq)"
+    )
     return consume

@@ -181,6 +181,7 @@ def install(
         return "ok"
 
     async def positions(stream: Any) -> None:  # a BatchStream (the app's Stream class)
+        """GPS fixes: validated, enriched, kept in last_positions, published (bad: the DLQ)"""
         assert isinstance(stream, BatchStream), "TrackerApp sets Stream=BatchStream"
         # Whatever is queued, at once, as raw records (kafka/stream.py): the work is per batch.
         async for batch in stream.batches(TAKE_MAX):

@@ -84,6 +84,7 @@ def install(app: faust.App, rt: Runtime, topics: Topics, tables: Tables) -> Any:
     group = rt.settings.app_id
 
     async def subscription_changes(stream: faust.StreamT[bytes]) -> None:
+        """Which instances follow which routing keys, per partition: the subscriptions table"""
         async for event in stream.events():
             try:
                 change = orjson.loads(event.value)

@@ -77,12 +77,15 @@ def declare(app: faust.App, partitions: int) -> tuple[Topics, Tables]:
             # Keyed by vehicleId like gps-events, so the default partitioner puts each entry on
             # its vehicle's partition: writes need no current event (batched agent, timers).
             use_partitioner=True,
+            help="vehicleId -> its last position envelope and since when it stands still "
+            "(status, offline detection, getState)",
         ),
         subscriptions=app.Table(
             "subscriptions",
             default=None,
             partitions=partitions,
             key_type=str,
+            help="routing key#partition -> the instances with clients interested in it",
         ),
     )
     return topics, tables
