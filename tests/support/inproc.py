@@ -107,6 +107,21 @@ class Instance:
     def admin_headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.admin_token()}"}
 
+    async def request(
+        self, method: str, path: str, *, token: str | None = None, body: Any = None
+    ) -> tuple[int, Any]:
+        """(status, JSON body or None) of one HTTP request to this instance."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = body if isinstance(body, bytes | None) else orjson.dumps(body)
+        async with self.http.request(method, path, headers=headers, data=data) as resp:
+            raw = await resp.read()
+            return resp.status, (orjson.loads(raw) if raw else None)
+
+    async def admin_get(self, path: str) -> Any:
+        status, body = await self.request("GET", path, token=self.admin_token())
+        assert status == 200, (path, status, body)
+        return body
+
     # ------------------------------------------------------------------ registry
     def register(
         self, company: str, vehicle_id: str, *, name: str = "", groups: Iterable[str] = ()
