@@ -78,6 +78,7 @@ class Instance:
         self.registry.listeners.append(rt.hub.on_registry_change)
         self.route = local_router(rt)
         self.clients: list[WsClient] = []
+        self._last_ts_ms = 0
 
     @property
     def url(self) -> str:
@@ -129,7 +130,7 @@ class Instance:
         value = {
             "vehicleId": vehicle_id,
             "companyId": company,
-            "name": name or f"truck-{vehicle_id[:4]}",
+            "name": name or f"V-{vehicle_id[:6]}",  # FleetDriver.register's default
             "groupIds": list(groups),
         }
         self.registry.apply(vehicle_id.encode(), orjson.dumps(value))
@@ -151,12 +152,20 @@ class Instance:
         return c
 
     # ------------------------------------------------------------------ partition owner
-    def position(self, vehicle_id: str, **kw: Any) -> Outgoing:
-        """What the GPS agent publishes for one fix (tests.support.fleet.fix's fields) of a
-        registered vehicle: its envelope, routed to this instance if anything here wants it."""
-        rec = parse_gps_record(load_json(orjson.dumps(fix(vehicle_id, **kw))))
+    def fix(self, vehicle_id: str, **kw: Any) -> dict[str, Any]:
+        """A gps-events value (tests.support.fleet.fix). Without `ts_ms`, a timestamp later
+        than any before: the bus drops a fix not newer than the vehicle's last one, and two
+        fixes sent in one millisecond would otherwise share it."""
+        if kw.get("ts_ms") is None:
+            kw["ts_ms"] = self._last_ts_ms = max(int(time.time() * 1000), self._last_ts_ms + 1)
+        return fix(vehicle_id, **kw)
+
+    def position(self, value: dict[str, Any]) -> Outgoing:
+        """What the GPS agent publishes for one gps-events value of a registered vehicle: its
+        envelope, routed to this instance if anything here wants it."""
+        rec = parse_gps_record(load_json(orjson.dumps(value)))
         vehicle = self.rt.registry.get(rec.vehicle_id)
-        assert vehicle is not None, f"{vehicle_id} is not registered"
+        assert vehicle is not None, f"{rec.vehicle_id} is not registered"
         still = still_since_of(None, rec.position["speed"], rec.timestamp_ms)
         status = record_status(
             rec, still, int(time.time() * 1000), self.rt.settings.offline_after_s
@@ -185,8 +194,11 @@ class Instance:
         self.publisher.add_many(list(items))
         await self.publisher.flush()
 
-    async def send_fix(self, vehicle_id: str, **kw: Any) -> None:
-        await self.publish(self.position(vehicle_id, **kw))
+    async def send_fix(self, vehicle_id: str, **kw: Any) -> dict[str, Any]:
+        """Publish one fix (tests.support.fleet.fix's arguments); returns the value sent."""
+        value = self.fix(vehicle_id, **kw)
+        await self.publish(self.position(value))
+        return value
 
     async def event(self, kind: str, value: dict[str, Any], key: str | None = None) -> None:
         """One event as read from its topic (`geo-events`, `notifications`,
