@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.support.client import WsClient
+from tests.support.client import SeedLikeClient, WsClient
 from tests.support.fleet import Company, fix, new_id
 from tracker_ws.agents.events import EventIngest
 from tracker_ws.agents.publisher import Publisher
@@ -78,6 +78,7 @@ class Instance:
         self.registry.listeners.append(rt.hub.on_registry_change)
         self.route = local_router(rt)
         self.clients: list[WsClient] = []
+        self.seed_clients: list[SeedLikeClient] = []
         self._last_ts_ms = 0
 
     @property
@@ -102,6 +103,27 @@ class Instance:
         self.clients.append(client)
         return client
 
+    async def seed_client(
+        self, token: str, subs: list[tuple[str, dict[str, Any]]], *, query: str = ""
+    ) -> SeedLikeClient:
+        """A client that reconnects like the seed's (lastEventId = max seen, subscribes
+        re-sent on every open), opened and with the replies to its subscribes received."""
+        client = SeedLikeClient(token, subs, query=query)
+        self.seed_clients.append(client)
+        await self.reopen(client)
+        return client
+
+    async def reopen(self, client: SeedLikeClient) -> dict[str, Any]:
+        """Open `client` again; returns `connected` once its subscribes are answered."""
+        hello = await client.open(self.ws_url)
+        n = len(client.subscriptions)
+        await client.wait_for(
+            lambda: sum(m["type"] in ("subscribed", "error") for _, m in client.conn.messages) >= n,
+            5,
+            "the replies to the subscribes",
+        )
+        return hello
+
     def admin_token(self, **kw: Any) -> str:
         return mint_token(new_id(), new_id(), secret=DEV_JWT_SECRET, roles=["admin"], **kw)
 
@@ -111,7 +133,10 @@ class Instance:
     async def request(
         self, method: str, path: str, *, token: str | None = None, body: Any = None
     ) -> tuple[int, Any]:
-        """(status, JSON body or None) of one HTTP request to this instance."""
+        """(status, JSON body or None) of one HTTP request to this instance, once the
+        connection registry queued so far is written (it is written behind, bus/writeback.py,
+        and the admin API reads it)."""
+        await self.rt.writeback.flush()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         data = body if isinstance(body, bytes | None) else orjson.dumps(body)
         async with self.http.request(method, path, headers=headers, data=data) as resp:
@@ -222,16 +247,25 @@ async def running(s: Settings | None = None) -> AsyncIterator[Instance]:
     try:
         yield inst
     finally:
-        await asyncio.gather(*(c.close() for c in inst.clients), return_exceptions=True)
+        await asyncio.gather(
+            *(c.close() for c in inst.clients),
+            *(c.shutdown() for c in inst.seed_clients),
+            return_exceptions=True,
+        )
         await inst.publisher.stop()
         await http.close()
 
 
-async def until(pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+async def until(
+    pred: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 5.0
+) -> None:
     """Wait for a condition the server reaches on its own, with no frame to wait for (a
-    session leaving the hub, a state expiring): polled every millisecond."""
+    session leaving the hub, a saved state written or expired): polled every millisecond."""
     deadline = time.monotonic() + timeout
-    while not pred():
+    while True:
+        got = pred()
+        if got if isinstance(got, bool) else await got:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.001)
