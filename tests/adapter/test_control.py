@@ -198,7 +198,11 @@ async def test_peer_answering_pings_stays_open(inst: Instance) -> None:
             inst.rt.hub.sweep(
                 heard + s.server_ping_interval_s, s.server_ping_interval_s, s.heartbeat_timeout_s
             )
-            await until(lambda heard=heard: session.last_seen > heard, "the pong")
+
+            def answered(heard: float = heard) -> bool:
+                return session.last_seen > heard
+
+            await until(answered, "the pong")
         assert not reader.done() and session.conn_id in inst.rt.hub.sessions
     finally:
         reader.cancel()
