@@ -34,15 +34,13 @@ from tracker_ws.runtime import Runtime
 from tracker_ws.tables import records  # noqa: F401
 from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, declare, topic_plan
 from tracker_ws.watchdog import ShutdownWatchdog
-from tracker_ws.web import admin, control, health
+from tracker_ws.web import instance
 from tracker_ws.web.drain import drain
 from tracker_ws.web.keys import RUNTIME
 from tracker_ws.web.listeners import tls_context
-from tracker_ws.web.session import ws_handler
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "web" / "static"
 # What a stop may take beyond draining the clients before the watchdog ends the process.
 STOP_GRACE_S = 8.0
 
@@ -95,15 +93,7 @@ class TrackerApp(KafkaApp):
         aio: web.Application = web_.web_app
         if aio.get(RUNTIME) is not None:
             return
-        aio[RUNTIME] = self.rt
-        r = aio.router
-        r.add_get("/ws", ws_handler)
-        r.add_get("/health", health.health)
-        r.add_get("/metrics", health.metrics)
-        admin.add_routes(aio)
-        if STATIC_DIR.is_dir():
-            r.add_get("/demo", _demo_page)
-            r.add_static("/static/", STATIC_DIR)
+        instance.add_routes(aio, self.rt)
 
 
 def stop_bound(rt: Runtime) -> float:
@@ -111,10 +101,6 @@ def stop_bound(rt: Runtime) -> float:
     connections open now), then STOP_GRACE_S for the rest."""
     s = rt.settings
     return s.drain_timeout_s + len(rt.hub.sessions) / s.drain_rate + STOP_GRACE_S
-
-
-async def _demo_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")
 
 
 def create_app(settings: Settings | None = None) -> TrackerApp:
@@ -190,18 +176,12 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         tables.subscriptions.items(),
         [tp.partition for tp in app.consumer.assignment() if tp.topic == SUBSCRIPTION_CHANGES],
     )
-    rt.bus.on_command(control.make_handler(rt))
-
-    def reply(target: str, req: str, payload: dict[str, Any]) -> None:
-        asyncio.get_running_loop().create_task(rt.bus.reply(target, req, payload))
-
-    rt.hub.reply = reply
+    instance.connect_runtime(rt)
 
     @app.task
     async def start_services() -> None:
-        await rt.bus.start(rt.hub.deliver)
+        await instance.start_delivery(rt)
         publisher.start()
-        rt.writeback.start()
         announcer.start()
         registry_task = asyncio.get_running_loop().create_task(_supervise(reader.run, "registry"))
         app._tracker_tasks = [registry_task]  # type: ignore[attr-defined]

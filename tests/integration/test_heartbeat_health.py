@@ -92,20 +92,6 @@ def _is_fix(m: Msg, vid: str, lat: float) -> bool:
     return False
 
 
-# ---------------------------------------------------------------------------- client ping
-
-
-async def test_client_ping_gets_pong_with_event_id_0(worker: Worker) -> None:
-    client = await WsClient.connect(worker.ws_url, Company().token())
-    try:
-        pong = await client.request({"type": "ping"}, "pong", 5)
-        assert pong["eventId"] == 0
-        assert isinstance(pong["timestamp"], str) and pong["timestamp"].endswith("Z")
-        assert set(pong) == {"type", "eventId", "timestamp"}
-    finally:
-        await client.close()
-
-
 # ---------------------------------------------------------------------------- server heartbeat
 
 

@@ -13,8 +13,9 @@ vehicles. Entitlement comes from what was published; the eventIds come from orac
 restarted. Seed: RECOVERY_SEED=<n> repeats a run's choices (timing is the real system's);
 RECOVERY_DUMP=<file> writes everything received to a JSON file for a post-mortem.
 
-Focused tests follow: the `recovered: false` reasons, revoked vehicles, ack, re-sent
-subscribes.
+Focused tests follow: re-sent subscribes and a replay past the queue limit, each recovered on
+another instance. The `recovered: false` reasons, revoked vehicles, ack and the same cases on
+one instance run in-process (tests/adapter/test_recovery.py).
 """
 
 from __future__ import annotations
@@ -61,9 +62,7 @@ from tracker_ws.config import DEV_JWT_SECRET
 from tracker_ws_dev.stack import Worker, wait_for
 
 MAIN_DB = 6  # the 3-instance cluster (queue limit 50)
-SHORT_DB = 7  # one instance with a 2 s state TTL
 QUEUE_LIMIT = 50
-HISTORY_CAP = 10_000  # tracker_ws/bus/base.py
 
 
 Sub = tuple[str, dict[str, Any]]
@@ -86,48 +85,28 @@ def _flush(redis_url: str, db: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def clusters(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[tuple[Cluster, Cluster]]:
-    """(three instances with a small queue limit, one instance with a 2 s state TTL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def cluster(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[Cluster]:
+    """Three instances with a small queue limit."""
     _flush(redis_url, MAIN_DB)
-    _flush(redis_url, SHORT_DB)
-    kw: dict[str, Any] = {
-        "broker_url": topics,
-        "redis_base_url": redis_url,
-        "log_dir": devstack_dir,
-    }
-    with ThreadPoolExecutor(2) as pool:
-        main_f = pool.submit(
-            start_cluster,
-            3,
-            db=MAIN_DB,
-            env={"TRACKER_WS_QUEUE_LIMIT": str(QUEUE_LIMIT)},
-            parallel=True,
-            **kw,
-        )
-        short_f = pool.submit(
-            start_cluster, 1, db=SHORT_DB, env={"TRACKER_WS_STATE_TTL": "2"}, **kw
-        )
-    started = [f.result() for f in (main_f, short_f) if f.exception() is None]
-    errors = [f.exception() for f in (main_f, short_f) if f.exception() is not None]
-    if errors:
-        for c in started:
-            c.stop()
-        raise errors[0]  # type: ignore[misc]
-    main, short = started
+    main = start_cluster(
+        3,
+        db=MAIN_DB,
+        env={"TRACKER_WS_QUEUE_LIMIT": str(QUEUE_LIMIT)},
+        parallel=True,
+        broker_url=topics,
+        redis_base_url=redis_url,
+        log_dir=devstack_dir,
+    )
     try:
-        yield main, short
+        yield main
     finally:
         main.stop()
-        short.stop()
 
 
 @pytest.fixture
-async def main(clusters: tuple[Cluster, Cluster]):  # type: ignore[no-untyped-def]
+async def main(cluster: Cluster):  # type: ignore[no-untyped-def]
     """The 3-instance cluster, every worker alive and balanced, and each getting the events
     its peers publish (bug #2: peers learn who is alive on a timer), before and after a test."""
-    cluster = clusters[0]
     await asyncio.to_thread(_revive, cluster)
     r = aioredis.Redis.from_url(cluster.redis_url)
     try:
@@ -146,8 +125,8 @@ def _revive(cluster: Cluster) -> None:
 
 
 @pytest.fixture
-async def redis_main(clusters: tuple[Cluster, Cluster]):  # type: ignore[no-untyped-def]
-    r = aioredis.Redis.from_url(clusters[0].redis_url)
+async def redis_main(cluster: Cluster):  # type: ignore[no-untyped-def]
+    r = aioredis.Redis.from_url(cluster.redis_url)
     yield r
     await r.aclose()
 
@@ -734,302 +713,6 @@ async def subscribed(client: SeedLikeClient) -> None:
         10,
         "subscribed",
     )
-
-
-async def reconnect_with(client: SeedLikeClient, worker: Worker, last_event_id: int) -> Msg:
-    client.last_event_id = last_event_id
-    return await client.open(worker.ws_url)
-
-
-async def get_state(client: SeedLikeClient, vehicle_ids: list[str]) -> Msg:
-    await client.send({"type": "getState", "vehicleIds": vehicle_ids})
-    await client.wait_for(
-        lambda: any(
-            m["type"] == "positionBatch" and m["eventId"] == 0 for _, m in client.conn.messages
-        ),
-        10,
-        "the getState answer",
-    )
-    return next(
-        m for _, m in client.conn.messages if m["type"] == "positionBatch" and m["eventId"] == 0
-    )
-
-
-async def test_reconnect_after_the_state_ttl_is_expired_and_get_state_works(
-    clusters: tuple[Cluster, Cluster], fleet: FleetDriver
-) -> None:
-    """TRACKER_WS_STATE_TTL=2: once `ws:state:{user}` is gone, a reconnect with lastEventId
-    is `recovered: false, reason: expired`; getState and new subscriptions work again."""
-    (worker,) = clusters[1].workers
-    r = aioredis.Redis.from_url(clusters[1].redis_url)
-    company = await register(fleet, [worker], 1)
-    (vid,) = company.vehicles
-    user = new_id()
-    subs: list[Sub] = [("vehicles", {"type": "byIds", "ids": [vid]}), ("notifications", ALL)]
-    client = await connect(worker, company.token(user), subs)
-    try:
-        for n in range(30):  # interest reaches the partition owner (one worker: at once)
-            await fleet.send_fix(vid, lat=10 + n / 1000)
-            with contextlib.suppress(AssertionError):
-                await client.wait_for(lambda: vid in client.last_positions(), 0.5)
-                break
-        await client.close()
-        seen = client.last_event_id
-        assert seen > 0
-        await asyncio.to_thread(
-            wait_for,
-            lambda: not redis_sync.Redis.from_url(clusters[1].redis_url).exists(f"ws:state:{user}"),
-            15.0,
-            0.1,
-            "the saved state to expire",
-        )
-        watcher = await connect(worker, company.token(), [subs[0]])
-        try:
-            await fleet.send_fix(vid, lat=11.5)  # while away
-            await watcher.wait_for(lambda: watcher.last_positions().get(vid) == 11.5, 10)
-        finally:
-            await watcher.shutdown()
-        hello = await reconnect_with(client, worker, seen)
-        assert hello["recovered"] is False and hello["reason"] == "expired", hello
-        assert hello.get("restoredSubscriptions") in (0, None), hello
-        # Not restored: the client asks for the state, as the seed client would after this.
-        batch = await get_state(client, [vid])
-        assert [(p["vehicleId"], p["position"]["lat"]) for p in batch["positions"]] == [(vid, 11.5)]
-        await subscribed(client)  # open() re-sent the subscribes: they work again
-        await fleet.send_fix(vid, lat=12.5)
-        await client.wait_for(lambda: client.last_positions().get(vid) == 12.5, 10, "live again")
-    finally:
-        await client.shutdown()
-        await r.aclose()
-
-
-async def test_history_trimmed_past_last_event_id_is_not_recovered(
-    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
-) -> None:
-    """More than the history cap (10,000 per stream) published for one user while away:
-    `recovered: false, reason: trimmed`; getState works."""
-    w0 = main.workers[0]
-    company = await register(fleet, main.workers, 1)
-    (vid,) = company.vehicles
-    user = new_id()
-    subs: list[Sub] = [("notifications", ALL), ("vehicles", {"type": "byIds", "ids": [vid]})]
-    client = await connect(w0, company.token(user), subs)
-    events = EventSource(fleet.producer, redis_main)
-    try:
-        first = await events.notification(user, source="redis")
-        await client.wait_for(lambda: first.marker in client.markers(), 10, "first notification")
-        await client.close()
-        seen = client.last_event_id
-        watcher = await connect(w0, company.token(), [subs[1]])
-        try:
-            # The watcher's interest reaches the vehicle's partition owner through the changes
-            # topic: fix again until one arrives.
-            for _ in range(40):
-                await fleet.send_fix(vid, lat=21.5)
-                try:
-                    await watcher.wait_for(lambda: watcher.last_positions().get(vid) == 21.5, 0.5)
-                    break
-                except AssertionError:
-                    continue
-            else:
-                raise AssertionError("no fix of the vehicle reached the watcher in 20 s")
-        finally:
-            await watcher.shutdown()
-        async with redis_main.pipeline(transaction=False) as pipe:
-            for i in range(HISTORY_CAP + 1):
-                value = {
-                    "userId": user,
-                    "notification": {"id": new_id(), "title": f"n{i}", "category": "bulk"},
-                }
-                pipe.publish("events:notifications", orjson.dumps(value))
-            await pipe.execute()
-        floor_key = f"ws:history:user:{user}:floor"
-
-        def trimmed() -> bool:
-            floor = redis_sync.Redis.from_url(main.redis_url).get(floor_key)
-            return floor is not None and int(floor) > seen
-
-        await asyncio.to_thread(wait_for, trimmed, 90.0, 0.2, "the user's history to be trimmed")
-        hello = await reconnect_with(client, main.workers[1], seen)
-        assert hello["recovered"] is False and hello["reason"] == "trimmed", hello
-        assert not any(is_replayable(m) for _, m in client.conn.messages), "replayed anyway"
-        batch = await get_state(client, [vid])
-        assert [p["position"]["lat"] for p in batch["positions"]] == [21.5]
-    finally:
-        await client.shutdown()
-
-
-async def test_never_seen_user_with_last_event_id_gets_no_state(main: Cluster) -> None:
-    client = SeedLikeClient(Company().token(), [("notifications", ALL)])
-    try:
-        hello = await reconnect_with(client, main.workers[0], 12345)
-        assert hello["recovered"] is False and hello["reason"] == "no_state", hello
-        await subscribed(client)  # and the connection works
-    finally:
-        await client.shutdown()
-
-
-async def test_same_user_in_another_company_gets_permissions_changed(
-    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
-) -> None:
-    user = new_id()
-    old, new = Company(), Company()
-    subs: list[Sub] = [("notifications", ALL), ("geoEvents", ALL)]
-    client = await connect(main.workers[0], old.token(user), subs)
-    events = EventSource(fleet.producer, redis_main)
-    try:
-        ev = await events.notification(user, source="redis")
-        await client.wait_for(lambda: ev.marker in client.markers(), 10, "a notification")
-        await client.close()
-        seen = client.last_event_id
-        await events.notification(user, source="redis")  # missed; must not be replayed
-        moved = SeedLikeClient(new.token(user), subs)
-        try:
-            hello = await reconnect_with(moved, main.workers[1], seen)
-            assert hello["recovered"] is False, hello
-            assert hello["reason"] == "permissions_changed", hello
-            assert hello.get("restoredSubscriptions") in (0, None), hello
-            await subscribed(moved)
-            assert not any(is_replayable(m) for m in moved.messages())
-        finally:
-            await moved.shutdown()
-    finally:
-        await client.shutdown()
-
-
-async def test_vehicle_moved_to_another_company_is_not_restored(
-    main: Cluster, fleet: FleetDriver
-) -> None:
-    """The registry moves v2 to another company while the user is away: on recovery
-    v1 comes back, v2 does not, and a SUBSCRIPTION_REVOKED error names v2."""
-    company = await register(fleet, main.workers, 2)
-    v1, v2 = company.vehicles
-    other = Company()
-    user = new_id()
-    ids = {"type": "byIds", "ids": sorted([v1, v2])}
-    subs: list[Sub] = [("vehicles", ids), ("geoEvents", ids)]
-    client = await connect(main.workers[0], company.token(user), subs)
-    try:
-        for n in range(40):
-            await fleet.send_fix(v1, lat=30 + n / 1000)
-            await fleet.send_fix(v2, lat=31 + n / 1000)
-            with contextlib.suppress(AssertionError):
-                await client.wait_for(lambda: {v1, v2} <= set(client.last_positions()), 0.5)
-                break
-        await client.close()
-        seen = client.last_event_id
-        await fleet.register(v2, other.company_id)
-
-        async def moved_everywhere() -> None:
-            # A client of the new company may subscribe to v2 once a worker's registry knows.
-            for w in main.workers:
-                for _ in range(100):
-                    probe = SeedLikeClient(
-                        other.token(), [("vehicles", {"type": "byIds", "ids": [v2]})]
-                    )
-                    try:
-                        await probe.open(w.ws_url)
-                        await subscribed(probe)
-                        if any(m["type"] == "subscribed" for m in probe.messages()):
-                            break
-                    finally:
-                        await probe.shutdown()
-                else:
-                    raise AssertionError(f"{w.instance_id} never learnt that v2 moved")
-
-        await moved_everywhere()
-        hello = await reconnect_with(client, main.workers[2], seen)
-        assert hello["recovered"] is True and hello["restoredSubscriptions"] == 2, hello
-        await client.wait_for(
-            lambda: any(m["type"] == "positionBatch" for _, m in client.conn.messages),
-            10,
-            "the recovery snapshot",
-        )
-        errors = [m for _, m in client.conn.messages if m["type"] == "error"]
-        assert errors and errors[0]["code"] == "SUBSCRIPTION_REVOKED", client.conn.messages
-        assert v2 in errors[0]["revoked"] and v1 not in errors[0]["revoked"], errors
-        snapshot = next(m for _, m in client.conn.messages if m["type"] == "positionBatch")
-        assert [p["vehicleId"] for p in snapshot["positions"]] == [v1], snapshot
-        # Exact negative check: a watcher of the new company sees v2's fix (eventId e2); v1's
-        # fix is produced after it (a larger eventId); once the client has v1's, v2's would
-        # have arrived before it.
-        watcher = await connect(
-            main.workers[2], other.token(), [("vehicles", {"type": "byIds", "ids": [v2]})]
-        )
-        try:
-            for n in range(40):
-                await fleet.send_fix(v2, lat=40 + n / 1000)
-                with contextlib.suppress(AssertionError):
-                    await watcher.wait_for(
-                        lambda n=n: watcher.last_positions().get(v2) == 40 + n / 1000, 0.5
-                    )
-                    break
-            # The restored interest in v1 travels to its partition owner through the changes
-            # topic: fix v1 again until one arrives (each after v2's, so the check stays exact).
-            for n in range(40):
-                await fleet.send_fix(v1, lat=41.5 + n / 1000)
-                with contextlib.suppress(AssertionError):
-                    await client.wait_for(
-                        lambda n=n: client.last_positions().get(v1) == 41.5 + n / 1000, 0.5
-                    )
-                    break
-            else:
-                raise AssertionError("no fix of v1 reached the recovered client in 20 s")
-        finally:
-            await watcher.shutdown()
-        live = [m for _, m in client.conn.messages if m["type"] in ("position", "positionBatch")]
-        assert all(
-            p["vehicleId"] != v2
-            for m in live
-            for p in (m["positions"] if m["type"] == "positionBatch" else [m])
-        )
-    finally:
-        await client.shutdown()
-
-
-async def test_ack_is_recorded_and_shown_as_acked_event_id(
-    main: Cluster, fleet: FleetDriver, redis_main: aioredis.Redis
-) -> None:
-    company = Company()
-    user = new_id()
-    w = main.workers[1]
-    client = await connect(w, company.token(user), [("notifications", ALL)])
-    events = EventSource(fleet.producer, redis_main)
-    try:
-        ev = await events.notification(user, source="redis")
-        await client.wait_for(lambda: ev.marker in client.markers(), 10, "a notification")
-        eid = client.last_event_id
-        await client.send({"type": "ack", "eventId": eid})
-        await client.send({"type": "ack", "eventId": eid - 1})  # never goes back
-
-        async def acked() -> int | None:
-            status, body = await http(
-                "GET", f"{main.workers[0].url}/api/v1/ws/users/{user}/connections"
-            )
-            assert status == 200, body
-            rows = [c for c in body["connections"] if c["id"] == client.conn.hello["connectionId"]]
-            return rows[0].get("ackedEventId") if rows else None
-
-        deadline = time.monotonic() + 10
-        while (value := await acked()) != eid:
-            assert time.monotonic() < deadline, f"ackedEventId {value}, want {eid}"
-            await asyncio.sleep(0.1)
-        await client.close()
-        # The acknowledged position is kept with the saved state too.
-        await asyncio.to_thread(
-            wait_for,
-            lambda: (
-                orjson.loads(
-                    redis_sync.Redis.from_url(main.redis_url).get(f"ws:state:{user}") or b"{}"
-                ).get("ackedEventId")
-                == eid
-            ),
-            10.0,
-            0.1,
-            "ackedEventId in ws:state",
-        )
-    finally:
-        await client.shutdown()
 
 
 async def test_resent_subscribes_after_recovery_get_nothing_twice(

@@ -1,11 +1,11 @@
 """Hostile and malformed client input (ARCHITECTURE §5): every bad frame gets an `error` with a
-code and the connection lives, except abuse (close 1008) and oversize frames (close 1009)."""
+code and the connection lives, except abuse (close 1008) and oversize frames (close 1009).
+In-process (was tests/integration/test_bad_input.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 import uuid
 from typing import Any
 
@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.client import Msg, WsClient
 from tests.support.fleet import Company
-from tracker_ws_dev.stack import Worker
+from tests.support.inproc import Instance
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -165,8 +165,8 @@ MALFORMED: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 
 
-async def _connect(worker: Worker) -> WsClient:
-    return await WsClient.connect(worker.ws_url, Company().token())
+async def _connect(inst: Instance) -> WsClient:
+    return await inst.connect(Company().token())
 
 
 async def _ping_pong(client: WsClient) -> None:
@@ -184,10 +184,10 @@ def _is_reply(m: Msg) -> bool:
     ("frame", "expected"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED]
 )
 async def test_malformed_frame_gets_invalid_message_and_connection_lives(
-    worker: Worker, frame: str, expected: tuple[str, ...]
+    inst: Instance, frame: str, expected: tuple[str, ...]
 ) -> None:
     assert len(frame.encode()) < 64 * 1024  # below the frame limit: a schema error, not 1009
-    client = await _connect(worker)
+    client = await _connect(inst)
     try:
         await client.send(frame)
         reply = await client.wait_for(_is_reply, 5, "reply to the malformed frame")
@@ -206,8 +206,8 @@ async def test_malformed_frame_gets_invalid_message_and_connection_lives(
         await client.close()
 
 
-async def test_binary_frame_gets_unsupported_frame_and_connection_lives(worker: Worker) -> None:
-    client = await _connect(worker)
+async def test_binary_frame_gets_unsupported_frame_and_connection_lives(inst: Instance) -> None:
+    client = await _connect(inst)
     try:
         await client.send(b'{"type": "ping"}')
         reply = await client.wait_for(_is_reply, 5, "reply to the binary frame")
@@ -219,8 +219,8 @@ async def test_binary_frame_gets_unsupported_frame_and_connection_lives(worker: 
         await client.close()
 
 
-async def test_oversize_frame_closes_with_1009(worker: Worker) -> None:
-    client = await _connect(worker)
+async def test_oversize_frame_closes_with_1009(inst: Instance) -> None:
+    client = await _connect(inst)
     try:
         big = _j({"type": "ping", "pad": "x" * (100 * 1024)})
         assert len(big) > 100 * 1024
@@ -241,8 +241,8 @@ async def _burst(client: WsClient, n: int) -> list[Msg]:
     ]
 
 
-async def test_rate_limit_answers_rate_limited_with_retry_after(worker: Worker) -> None:
-    client = await _connect(worker)
+async def test_rate_limit_answers_rate_limited_with_retry_after(inst: Instance) -> None:
+    client = await _connect(inst)
     try:
         replies = await _burst(client, 40)
         pongs = [m for m in replies if m["type"] == "pong"]
@@ -263,8 +263,8 @@ async def test_rate_limit_answers_rate_limited_with_retry_after(worker: Worker) 
         await client.close()
 
 
-async def test_abusive_burst_closes_with_1008(worker: Worker) -> None:
-    client = await _connect(worker)
+async def test_abusive_burst_closes_with_1008(inst: Instance) -> None:
+    client = await _connect(inst)
     try:
         sent = 0
         frame = _j({"type": "ping"})
@@ -283,9 +283,9 @@ async def test_abusive_burst_closes_with_1008(worker: Worker) -> None:
         await client.close()
 
 
-def _error_counts(worker: Worker) -> dict[str, float]:
-    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+async def _error_counts(inst: Instance) -> dict[str, float]:
+    resp = await inst.http.get("/metrics")
+    text = await resp.text()
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -295,9 +295,9 @@ def _error_counts(worker: Worker) -> dict[str, float]:
     return out
 
 
-async def test_metrics_count_invalid_and_rate_limited_errors(worker: Worker) -> None:
-    before = await asyncio.to_thread(_error_counts, worker)
-    client = await _connect(worker)
+async def test_metrics_count_invalid_and_rate_limited_errors(inst: Instance) -> None:
+    before = await _error_counts(inst)
+    client = await _connect(inst)
     try:
         await client.send("{not json")
         err = await client.next_of("error", 5)
@@ -307,14 +307,14 @@ async def test_metrics_count_invalid_and_rate_limited_errors(worker: Worker) -> 
         assert n_limited > 0
     finally:
         await client.close()
-    after = await asyncio.to_thread(_error_counts, worker)
+    after = await _error_counts(inst)
     assert after.get("INVALID_MESSAGE", 0) >= before.get("INVALID_MESSAGE", 0) + 1, after
     assert after.get("RATE_LIMITED", 0) >= before.get("RATE_LIMITED", 0) + n_limited, after
 
 
-async def test_unknown_message_keeps_subscriptions_working(worker: Worker) -> None:
+async def test_unknown_message_keeps_subscriptions_working(inst: Instance) -> None:
     """A bad frame in the middle of a session changes nothing: a valid subscribe still works."""
-    client = await _connect(worker)
+    client = await _connect(inst)
     try:
         await client.send(_sub("vehicles", {"type": "byIds", "ids": []}))
         assert (await client.next_of("error", 5))["code"] == "INVALID_MESSAGE"

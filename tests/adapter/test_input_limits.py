@@ -1,6 +1,6 @@
 """Inbound abuse and bad input (issue 10): the subscription cap, every frame type against the
 rate limit, `lastEventId` and token claims checked before the upgrade, admin field types, and
-the frame size limit itself allowed."""
+the frame size limit itself allowed. In-process (was in tests/integration/)."""
 
 from __future__ import annotations
 
@@ -9,56 +9,30 @@ import base64
 import hashlib
 import hmac
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from tests.support.bad_input import BAD_LAST_EVENT_IDS
 from tests.support.client import Msg, WsClient, upgrade_response
-from tests.support.cluster import admin_get, admin_token, ahttp
 from tests.support.fleet import Company, new_id
+from tests.support.inproc import Instance, running, settings
 from tracker_ws.config import DEV_JWT_SECRET
-from tracker_ws_dev import stack as devstack
-from tracker_ws_dev.stack import Worker
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 MAX_FRAME = 64 * 1024  # TRACKER_WS_MAX_FRAME_BYTES default
-CAP = 10  # TRACKER_WS_MAX_SUBSCRIPTIONS of the module's own worker
-# The module's own Redis database: two consumer groups on one database race on the
-# last-fix mirror, and the one that loses the race never delivers that fix.
-CAPPED_DB = 14
+CAP = 10  # TRACKER_WS_MAX_SUBSCRIPTIONS of capped_inst
 
 
-def capped_redis_url(redis_url: str) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{CAPPED_DB}"
-
-
-@pytest.fixture(scope="module")
-def capped_worker(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[Worker]:
-    """A worker of its own consumer group and Redis database with a cap of CAP subscriptions
-    per connection."""
-    tag = uuid.uuid4().hex[:8]
-    handle = devstack.start_worker(
-        broker_url=topics,
-        redis_url=capped_redis_url(redis_url),
-        log_dir=devstack_dir,
-        instance_id=f"ws-capped-{tag}",
-        env={
-            "TRACKER_WS_APP_ID": f"tracker-ws-capped-{tag}",
-            "TRACKER_WS_MAX_SUBSCRIPTIONS": str(CAP),
-        },
-    )
-    try:
-        yield handle
-    finally:
-        handle.stop()
+@pytest.fixture
+async def capped_inst() -> AsyncIterator[Instance]:
+    """An instance with a cap of CAP subscriptions per connection."""
+    async with running(settings(max_subscriptions=CAP)) as instance:
+        yield instance
 
 
 def _zone(zid: str) -> Msg:
@@ -73,9 +47,9 @@ def _is_reply(m: Msg) -> bool:
 
 
 async def test_subscriptions_past_the_cap_are_refused_with_subscription_limit(
-    capped_worker: Worker,
+    capped_inst: Instance,
 ) -> None:
-    client = await WsClient.connect(capped_worker.ws_url, Company().token())
+    client = await capped_inst.connect(Company().token())
     try:
         zones = [new_id() for _ in range(CAP)]
         for z in zones:  # unknown geozones: accepted, and each counts
@@ -99,7 +73,7 @@ async def test_subscriptions_past_the_cap_are_refused_with_subscription_limit(
 
 
 async def test_restored_subscriptions_respect_the_cap(
-    capped_worker: Worker, redis_url: str
+    capped_inst: Instance,
 ) -> None:
     """A saved state with more than the cap (saved under a higher cap, or by an older
     version) restores at most CAP keys; the rest is reported in SUBSCRIPTION_REVOKED."""
@@ -112,22 +86,14 @@ async def test_restored_subscriptions_respect_the_cap(
         "savedAt": "2026-01-01T00:00:00.000Z",
         "companyId": company.company_id,
     }
-    r = aioredis.Redis.from_url(capped_redis_url(redis_url))
-    try:
-        await r.set(f"ws:state:{user}", orjson.dumps(state), ex=300)
-    finally:
-        await r.aclose()
-    client = await WsClient.connect(
-        capped_worker.ws_url, company.token(user), query="lastEventId=1"
-    )
+    await capped_inst.rt.bus.save_state(user, orjson.dumps(state), 300)
+    client = await capped_inst.connect(company.token(user), query="lastEventId=1")
     try:
         revoked = await client.wait_for(lambda m: m.get("code") == "SUBSCRIPTION_REVOKED")
         assert sorted(revoked["revoked"]) == zones[CAP:], revoked
-        [conn] = (
-            await asyncio.to_thread(
-                admin_get, capped_worker, f"/api/v1/ws/users/{user}/connections"
-            )
-        )["connections"]
+        [conn] = (await capped_inst.admin_get(f"/api/v1/ws/users/{user}/connections"))[
+            "connections"
+        ]
         restored = sorted(f["filter"]["geozoneId"] for f in conn["subscriptionFilters"])
         assert restored == zones[:CAP], conn
         refused = await client.subscribe("systemAlerts", {"type": "all"})
@@ -152,9 +118,9 @@ async def _flood(client: WsClient, send: Any, n: int) -> int:
 
 @pytest.mark.parametrize("kind", ["binary", "ping"])
 async def test_a_burst_of_binary_frames_or_pings_closes_with_1008(
-    worker: Worker, kind: str
+    inst: Instance, kind: str
 ) -> None:
-    client = await WsClient.connect(worker.ws_url, Company().token())
+    client = await inst.connect(Company().token())
     try:
         send = (
             (lambda: client.ws.send_bytes(b'{"type": "ping"}'))
@@ -170,9 +136,9 @@ async def test_a_burst_of_binary_frames_or_pings_closes_with_1008(
         await client.close()
 
 
-async def test_sustained_binary_frames_close_with_1008(worker: Worker) -> None:
+async def test_sustained_binary_frames_close_with_1008(inst: Instance) -> None:
     """The issue's run: 50 binary frames a second (5x the limit) until closed, at most 20 s."""
-    client = await WsClient.connect(worker.ws_url, Company().token())
+    client = await inst.connect(Company().token())
     reader = asyncio.create_task(client.wait_closed(25))
     sent = 0
     try:
@@ -191,8 +157,8 @@ async def test_sustained_binary_frames_close_with_1008(worker: Worker) -> None:
         await client.close()
 
 
-async def test_binary_frames_use_up_the_tokens_text_needs(worker: Worker) -> None:
-    client = await WsClient.connect(worker.ws_url, Company().token())
+async def test_binary_frames_use_up_the_tokens_text_needs(inst: Instance) -> None:
+    client = await inst.connect(Company().token())
     try:
         for _ in range(25):  # more than the burst of 20
             await client.send(b"\xff")
@@ -214,18 +180,18 @@ BAD_VALUES = [v for v in BAD_LAST_EVENT_IDS if v]
 
 @pytest.mark.parametrize("raw", BAD_VALUES, ids=[v[:24] for v in BAD_VALUES])
 async def test_bad_last_event_id_is_refused_with_400_before_the_upgrade(
-    worker: Worker, raw: str
+    inst: Instance, raw: str
 ) -> None:
     target = f"/ws?token={Company().token()}&lastEventId={quote(raw, safe='')}"
-    status, body = await upgrade_response(worker.url, target)
+    status, body = await upgrade_response(inst.url, target)
     assert status == 400, (status, body)
     assert body is not None and body["code"] == "INVALID_MESSAGE", body
     assert "lastEventId" in body["message"] and len(body["message"]) < 200, body
 
 
 @pytest.mark.parametrize("raw", ["0", "00042", str(2**63 - 1)])
-async def test_largest_last_event_id_is_accepted(worker: Worker, raw: str) -> None:
-    client = await WsClient.connect(worker.ws_url, Company().token(), query=f"lastEventId={raw}")
+async def test_largest_last_event_id_is_accepted(inst: Instance, raw: str) -> None:
+    client = await inst.connect(Company().token(), query=f"lastEventId={raw}")
     try:
         await client.send({"type": "ping"})
         assert (await client.wait_for(_is_reply, 10))["type"] == "pong"
@@ -282,19 +248,19 @@ def _request_target(how: str, token: str) -> tuple[str, dict[str, str]]:
 
 @pytest.mark.parametrize("how", TRANSPORTS)
 async def test_time_claims_beyond_any_float_get_401_on_every_transport(
-    worker: Worker, how: str
+    inst: Instance, how: str
 ) -> None:
     for name, token in _huge_claim_tokens([]):
         target, headers = _request_target(how, token)
-        status, body = await upgrade_response(worker.url, target, headers)
+        status, body = await upgrade_response(inst.url, target, headers)
         assert status == 401, (name, status, body)
         assert body is not None and body["code"] == "UNAUTHORIZED", (name, body)
         assert name.split("=")[0] in body["message"], (name, body)
 
 
-async def test_time_claims_beyond_any_float_get_401_from_the_admin_api(worker: Worker) -> None:
+async def test_time_claims_beyond_any_float_get_401_from_the_admin_api(inst: Instance) -> None:
     for name, token in _huge_claim_tokens(["admin"]):
-        status, body = await ahttp("GET", f"{worker.url}/api/v1/ws/stats", token=token)
+        status, body = await inst.request("GET", "/api/v1/ws/stats", token=token)
         assert status == 401, (name, status, body)
         assert body["code"] == "UNAUTHORIZED", (name, body)
 
@@ -318,11 +284,11 @@ BAD_BROADCAST_TYPES: list[dict[str, Any]] = [
     "body", BAD_BROADCAST_TYPES, ids=[orjson.dumps(b).decode()[:40] for b in BAD_BROADCAST_TYPES]
 )
 async def test_broadcast_field_of_the_wrong_type_gets_400(
-    worker: Worker, body: dict[str, Any]
+    inst: Instance, body: dict[str, Any]
 ) -> None:
     try:
-        status, reply = await ahttp(
-            "POST", f"{worker.url}/api/v1/ws/broadcast", token=admin_token(), body=body
+        status, reply = await inst.request(
+            "POST", "/api/v1/ws/broadcast", token=inst.admin_token(), body=body
         )
     except ValueError as exc:  # a non-JSON body: the 500 page
         pytest.fail(f"not a JSON answer: {exc}")
@@ -339,8 +305,8 @@ def _ping_of(size: int) -> str:
     return frame + " " * (size - len(frame))
 
 
-async def test_a_frame_of_exactly_the_limit_is_accepted(worker: Worker) -> None:
-    client = await WsClient.connect(worker.ws_url, Company().token())
+async def test_a_frame_of_exactly_the_limit_is_accepted(inst: Instance) -> None:
+    client = await inst.connect(Company().token())
     try:
         frame = _ping_of(MAX_FRAME)
         assert len(frame.encode()) == MAX_FRAME
@@ -354,8 +320,8 @@ async def test_a_frame_of_exactly_the_limit_is_accepted(worker: Worker) -> None:
 
 
 @pytest.mark.parametrize("kind", ["text", "binary"])
-async def test_a_frame_one_byte_over_the_limit_closes_with_1009(worker: Worker, kind: str) -> None:
-    client = await WsClient.connect(worker.ws_url, Company().token())
+async def test_a_frame_one_byte_over_the_limit_closes_with_1009(inst: Instance, kind: str) -> None:
+    client = await inst.connect(Company().token())
     try:
         frame = _ping_of(MAX_FRAME + 1)
         await client.send(frame if kind == "text" else frame.encode())

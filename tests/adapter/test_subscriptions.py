@@ -1,4 +1,5 @@
-"""Subscriptions, permissions, getState and batching against the real worker (seed §3).
+"""Subscriptions, permissions, getState and batching, in-process (seed §3; was in
+tests/integration/, with fixes produced to the broker).
 
 Negative checks ("X never arrives") are exact: eventIds are global and every connection
 receives its events in increasing eventId order, so the forbidden fix is produced first, its
@@ -8,7 +9,6 @@ have seen a later eventId (from one of its own vehicles) without ever seeing the
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,31 +19,24 @@ from tests.support.checks import (
     at_lat,
     live_positions,
     reach_event_id,
-    registered_company,
     ts_now_ms,
     wait_position,
 )
 from tests.support.client import Msg, WsClient, gather_close
-from tests.support.fleet import Company, FleetDriver, fix, new_id
-from tracker_ws_dev.stack import Worker
+from tests.support.fleet import Company, fix, new_id
+from tests.support.inproc import Instance
 
 STATUSES = {"moving", "stopped", "parking", "offline", "noGps"}
 POSITION_KEYS = {"lat", "lon", "speed", "course", "altitude", "satellites", "timestamp"}
 ENTRY_KEYS = {"vehicleId", "vehicleName", "position", "status"}
 
 
-async def send(fleet: FleetDriver, vehicle_id: str, **kw: Any) -> dict[str, Any]:
-    """Produce one gps-events fix and return what was sent."""
-    value = fix(vehicle_id, **kw)
-    await fleet.send_raw("gps-events", vehicle_id.encode(), orjson.dumps(value))
-    return value
-
-
 def iso_ms(text: str) -> int:
     """An ISO-8601 UTC timestamp as epoch ms (asserting it really is one)."""
     assert isinstance(text, str) and text.endswith("Z"), text
     dt = datetime.fromisoformat(text)
-    assert dt.utcoffset() is not None and dt.utcoffset().total_seconds() == 0, text
+    offset = dt.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0, text
     return round((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000)
 
 
@@ -107,13 +100,13 @@ def lats_of(client: WsClient, vehicle_id: str) -> list[float]:
     return [p["lat"] for m in client.received for _, v, p in live_positions(m) if v == vehicle_id]
 
 
-async def connect(worker: Worker, company: Company, **claims: Any) -> WsClient:
-    return await WsClient.connect(worker.ws_url, company.token(**claims))
+async def connect(inst: Instance, company: Company, **claims: Any) -> WsClient:
+    return await inst.connect(company.token(**claims))
 
 
-async def watcher(worker: Worker, company: Company) -> WsClient:
+async def watcher(inst: Instance, company: Company) -> WsClient:
     """A legitimate `all` subscriber of `company`: learns the eventIds of its fixes."""
-    client = await connect(worker, company)
+    client = await connect(inst, company)
     sub = await client.subscribe("vehicles", {"type": "all"})
     assert sub["type"] == "subscribed", sub
     return client
@@ -134,21 +127,20 @@ def group_of(company: Company, vehicle_id: str) -> str:
 
 
 @pytest.mark.parametrize("kind", ["all", "byIds", "byGroup"])
-async def test_subscription_delivers_covered_vehicles_only(
-    worker: Worker, fleet: FleetDriver, kind: str
-) -> None:
-    company = await registered_company(fleet, worker, 4, groups=2)
-    other = await registered_company(fleet, worker, 1)
+async def test_subscription_delivers_covered_vehicles_only(inst: Instance, kind: str) -> None:
+    company = inst.company(4, groups=2)
+    other = inst.company(1)
     v = company.vehicles
     g0 = group_of(company, v[0])
-    flt, covered = {
+    cases: dict[str, tuple[Msg, set[str]]] = {
         "all": ({"type": "all"}, set(v)),
         "byIds": ({"type": "byIds", "ids": [v[0], v[1]]}, {v[0], v[1]}),
         "byGroup": ({"type": "byGroup", "groupId": g0}, set(company.groups[g0])),
-    }[kind]
+    }
+    flt, covered = cases[kind]
     forbidden = sorted(set(v) - covered)
-    mine, theirs = await watcher(worker, company), await watcher(worker, other)
-    client = await connect(worker, company)
+    mine, theirs = await watcher(inst, company), await watcher(inst, other)
+    client = await connect(inst, company)
     try:
         sub = await client.subscribe("vehicles", flt)
         assert sub == {**sub, "type": "subscribed", "subscriptionType": "vehicles"}
@@ -157,14 +149,14 @@ async def test_subscription_delivers_covered_vehicles_only(
 
         # Forbidden first: uncovered vehicles of the same company, and another company's.
         for i, vid in enumerate(forbidden):
-            await send(fleet, vid, lat=1.0 + i)
-        await send(fleet, other.vehicles[0], lat=9.0)
+            await inst.send_fix(vid, lat=1.0 + i)
+        await inst.send_fix(other.vehicles[0], lat=9.0)
         learned = [
             (await wait_position(mine, vid, at_lat(1.0 + i)))[0] for i, vid in enumerate(forbidden)
         ]
         learned.append((await wait_position(theirs, other.vehicles[0], at_lat(9.0)))[0])
 
-        sent = [await send(fleet, vid, lat=20.0 + i) for i, vid in enumerate(sorted(covered))]
+        sent = [await inst.send_fix(vid, lat=20.0 + i) for i, vid in enumerate(sorted(covered))]
         for s in sent:
             await wait_position(client, s["vehicleId"], at_lat(s["latitude"]))
             check_delivery(client, s)
@@ -178,28 +170,29 @@ async def test_subscription_delivers_covered_vehicles_only(
 
 
 @pytest.mark.parametrize("kind", ["all", "byIds", "byGroup"])
-async def test_unsubscribe_stops_positions(worker: Worker, fleet: FleetDriver, kind: str) -> None:
-    company = await registered_company(fleet, worker, 4, groups=2)
+async def test_unsubscribe_stops_positions(inst: Instance, kind: str) -> None:
+    company = inst.company(4, groups=2)
     v = company.vehicles
     gone, kept = v[0], v[3]  # different groups (FleetDriver assigns round-robin)
     g_gone, g_kept = group_of(company, gone), group_of(company, kept)
     assert g_gone != g_kept
-    subscribe, removed = {
-        # Every subscription the client holds; the one it then removes.
+    # Every subscription the client holds; the one it then removes.
+    cases: dict[str, tuple[list[Msg], Msg]] = {
         "all": ([{"type": "all"}, {"type": "byIds", "ids": [kept]}], {"type": "all"}),
         "byIds": ([{"type": "byIds", "ids": [gone, kept]}], {"type": "byIds", "ids": [gone]}),
         "byGroup": (
             [{"type": "byGroup", "groupId": g_gone}, {"type": "byGroup", "groupId": g_kept}],
             {"type": "byGroup", "groupId": g_gone},
         ),
-    }[kind]
-    watch = await watcher(worker, company)
-    client = await connect(worker, company)
+    }
+    subscribe, removed = cases[kind]
+    watch = await watcher(inst, company)
+    client = await connect(inst, company)
     try:
         for flt in subscribe:
             sub = await client.subscribe("vehicles", flt)
             assert sub["type"] == "subscribed", sub
-        await send(fleet, gone, lat=1.0)
+        await inst.send_fix(gone, lat=1.0)
         await wait_position(client, gone, at_lat(1.0))
 
         reply = await client.request(
@@ -209,9 +202,9 @@ async def test_unsubscribe_stops_positions(worker: Worker, fleet: FleetDriver, k
         assert reply["subscriptionType"] == "vehicles"
         assert reply["eventId"] == 0
 
-        await send(fleet, gone, lat=2.0)
+        await inst.send_fix(gone, lat=2.0)
         forbidden_id, _ = await wait_position(watch, gone, at_lat(2.0))
-        await send(fleet, kept, lat=3.0)
+        await inst.send_fix(kept, lat=3.0)
         await wait_position(client, kept, at_lat(3.0))
         await reach_event_id(client, forbidden_id)
         assert lats_of(client, gone) == [1.0]
@@ -219,13 +212,11 @@ async def test_unsubscribe_stops_positions(worker: Worker, fleet: FleetDriver, k
         await gather_close(client, watch)
 
 
-async def test_unsubscribe_with_null_filter_removes_the_whole_type(
-    worker: Worker, fleet: FleetDriver
-) -> None:
-    company = await registered_company(fleet, worker, 4, groups=2)
+async def test_unsubscribe_with_null_filter_removes_the_whole_type(inst: Instance) -> None:
+    company = inst.company(4, groups=2)
     v = company.vehicles
-    watch = await watcher(worker, company)
-    client = await connect(worker, company)
+    watch = await watcher(inst, company)
+    client = await connect(inst, company)
     try:
         for flt in (
             {"type": "all"},
@@ -234,7 +225,7 @@ async def test_unsubscribe_with_null_filter_removes_the_whole_type(
         ):
             sub = await client.subscribe("vehicles", flt)
             assert sub["type"] == "subscribed", sub
-        await send(fleet, v[3], lat=1.0)
+        await inst.send_fix(v[3], lat=1.0)
         await wait_position(client, v[3], at_lat(1.0))
 
         reply = await client.request(
@@ -245,12 +236,12 @@ async def test_unsubscribe_with_null_filter_removes_the_whole_type(
 
         # Nothing is subscribed now: none of these may reach the client.
         for vid in v:
-            await send(fleet, vid, lat=2.0)
+            await inst.send_fix(vid, lat=2.0)
         learned = [(await wait_position(watch, vid, at_lat(2.0)))[0] for vid in v]
         # Only a new subscription, made after those fixes were delivered, brings positions back.
         sub = await client.subscribe("vehicles", {"type": "byIds", "ids": [v[1]]})
         assert sub["type"] == "subscribed" and sub["count"] == 1, sub
-        await send(fleet, v[1], lat=3.0)
+        await inst.send_fix(v[1], lat=3.0)
         await wait_position(client, v[1], at_lat(3.0))
         await reach_event_id(client, max(learned))
         seen = [(vid, p["lat"]) for m in client.received for _, vid, p in live_positions(m)]
@@ -262,14 +253,12 @@ async def test_unsubscribe_with_null_filter_removes_the_whole_type(
 # ------------------------------------------------------------------------------ permissions
 
 
-async def test_by_ids_partly_forbidden_subscribes_the_permitted_part(
-    worker: Worker, fleet: FleetDriver
-) -> None:
-    company = await registered_company(fleet, worker, 2)
-    other = await registered_company(fleet, worker, 1)
+async def test_by_ids_partly_forbidden_subscribes_the_permitted_part(inst: Instance) -> None:
+    company = inst.company(2)
+    other = inst.company(1)
     own, foreign, unknown = company.vehicles[0], other.vehicles[0], new_id()
-    theirs = await watcher(worker, other)
-    client = await connect(worker, company)
+    theirs = await watcher(inst, other)
+    client = await connect(inst, company)
     try:
         await client.send(
             {
@@ -292,9 +281,9 @@ async def test_by_ids_partly_forbidden_subscribes_the_permitted_part(
         assert subscribed[0]["count"] == 1
 
         # Only `own` is covered: the refused vehicle's fixes never arrive.
-        await send(fleet, foreign, lat=5.0)
+        await inst.send_fix(foreign, lat=5.0)
         forbidden_id, _ = await wait_position(theirs, foreign, at_lat(5.0))
-        await send(fleet, own, lat=6.0)
+        await inst.send_fix(own, lat=6.0)
         await wait_position(client, own, at_lat(6.0))
         await reach_event_id(client, forbidden_id)
         assert client.vehicles_seen() == {own}
@@ -303,18 +292,16 @@ async def test_by_ids_partly_forbidden_subscribes_the_permitted_part(
 
 
 @pytest.mark.parametrize("kind", ["byIds", "byGroup"])
-async def test_wholly_forbidden_subscription_is_only_an_error(
-    worker: Worker, fleet: FleetDriver, kind: str
-) -> None:
-    company = await registered_company(fleet, worker, 1)
-    other = await registered_company(fleet, worker, 2, groups=1)
+async def test_wholly_forbidden_subscription_is_only_an_error(inst: Instance, kind: str) -> None:
+    company = inst.company(1)
+    other = inst.company(2, groups=1)
     (group,) = other.groups
     flt, denied = {
         "byIds": ({"type": "byIds", "ids": other.vehicles}, sorted(other.vehicles)),
         "byGroup": ({"type": "byGroup", "groupId": group}, [group]),
     }[kind]
-    theirs = await watcher(worker, other)
-    client = await connect(worker, company)
+    theirs = await watcher(inst, other)
+    client = await connect(inst, company)
     try:
         await client.send({"type": "subscribe", "subscriptionType": "vehicles", "filter": flt})
         replies = await replies_until_pong(client)
@@ -326,12 +313,12 @@ async def test_wholly_forbidden_subscription_is_only_an_error(
         sub = await client.subscribe("vehicles", {"type": "byIds", "ids": company.vehicles})
         assert sub["type"] == "subscribed" and sub["count"] == 1, sub
         for i, vid in enumerate(other.vehicles):
-            await send(fleet, vid, lat=1.0 + i)
+            await inst.send_fix(vid, lat=1.0 + i)
         learned = [
             (await wait_position(theirs, vid, at_lat(1.0 + i)))[0]
             for i, vid in enumerate(other.vehicles)
         ]
-        await send(fleet, company.vehicles[0], lat=7.0)
+        await inst.send_fix(company.vehicles[0], lat=7.0)
         await wait_position(client, company.vehicles[0], at_lat(7.0))
         await reach_event_id(client, max(learned))
         assert client.vehicles_seen() == set(company.vehicles)
@@ -340,25 +327,23 @@ async def test_wholly_forbidden_subscription_is_only_an_error(
 
 
 @pytest.mark.parametrize("kind", ["all", "byGroup"])
-async def test_token_narrowed_to_one_vehicle_sees_only_it(
-    worker: Worker, fleet: FleetDriver, kind: str
-) -> None:
-    company = await registered_company(fleet, worker, 4, groups=2)
+async def test_token_narrowed_to_one_vehicle_sees_only_it(inst: Instance, kind: str) -> None:
+    company = inst.company(4, groups=2)
     v0, v1, v2, _ = company.vehicles
     group = group_of(company, v1)  # holds v1 and v3
     flt = {"all": {"type": "all"}, "byGroup": {"type": "byGroup", "groupId": group}}[kind]
-    watch = await watcher(worker, company)
-    client = await connect(worker, company, vehicle_ids=[v1])
+    watch = await watcher(inst, company)
+    client = await connect(inst, company, vehicle_ids=[v1])
     try:
         sub = await client.subscribe("vehicles", flt)
         assert sub["type"] == "subscribed" and sub["count"] == 1, sub
         others = [vid for vid in company.vehicles if vid != v1]
         for i, vid in enumerate(others):
-            await send(fleet, vid, lat=1.0 + i)
+            await inst.send_fix(vid, lat=1.0 + i)
         learned = [
             (await wait_position(watch, vid, at_lat(1.0 + i)))[0] for i, vid in enumerate(others)
         ]
-        await send(fleet, v1, lat=9.0)
+        await inst.send_fix(v1, lat=9.0)
         await wait_position(client, v1, at_lat(9.0))
         await reach_event_id(client, max(learned))
         assert client.vehicles_seen() == {v1}
@@ -378,22 +363,20 @@ async def test_token_narrowed_to_one_vehicle_sees_only_it(
 # ------------------------------------------------------------------------------ getState
 
 
-async def test_get_state_returns_latest_positions_with_status_and_sensors(
-    worker: Worker, fleet: FleetDriver
-) -> None:
-    company = await registered_company(fleet, worker, 3)
+async def test_get_state_returns_latest_positions_with_status_and_sensors(inst: Instance) -> None:
+    company = inst.company(3)
     moving, stopped, no_gps = company.vehicles
-    watch = await watcher(worker, company)
-    client = await connect(worker, company)
+    watch = await watcher(inst, company)
+    client = await connect(inst, company)
     try:
         t = ts_now_ms()
         sensors = {"fuel": 50.5, "ignition": True}
         for vid in company.vehicles:
-            await send(fleet, vid, lat=1.0, speed=0.0, ts_ms=t - 1000)
+            await inst.send_fix(vid, lat=1.0, speed=0.0, ts_ms=t - 1000)
         latest = {
-            moving: await send(fleet, moving, lat=2.0, speed=40.0, ts_ms=t),
-            stopped: await send(fleet, stopped, lat=2.0, speed=0.0, ts_ms=t, sensors=sensors),
-            no_gps: await send(fleet, no_gps, lat=2.0, speed=0.0, satellites=2, ts_ms=t),
+            moving: await inst.send_fix(moving, lat=2.0, speed=40.0, ts_ms=t),
+            stopped: await inst.send_fix(stopped, lat=2.0, speed=0.0, ts_ms=t, sensors=sensors),
+            no_gps: await inst.send_fix(no_gps, lat=2.0, speed=0.0, satellites=2, ts_ms=t),
         }
         for vid in company.vehicles:
             await wait_position(watch, vid, at_lat(2.0))
@@ -424,16 +407,16 @@ async def test_get_state_returns_latest_positions_with_status_and_sensors(
 
 
 async def test_get_state_without_ids_returns_every_visible_vehicle_of_the_company(
-    worker: Worker, fleet: FleetDriver
+    inst: Instance,
 ) -> None:
-    company = await registered_company(fleet, worker, 3)
-    other = await registered_company(fleet, worker, 2)
-    mine, theirs = await watcher(worker, company), await watcher(worker, other)
-    client = await connect(worker, company)
+    company = inst.company(3)
+    other = inst.company(2)
+    mine, theirs = await watcher(inst, company), await watcher(inst, other)
+    client = await connect(inst, company)
     try:
         for c, w in ((company, mine), (other, theirs)):
             for vid in c.vehicles:
-                await send(fleet, vid, lat=4.0)
+                await inst.send_fix(vid, lat=4.0)
             for vid in c.vehicles:
                 await wait_position(w, vid, at_lat(4.0))
         reply = await client.request({"type": "getState", "vehicleIds": None}, "positionBatch")
@@ -446,16 +429,16 @@ async def test_get_state_without_ids_returns_every_visible_vehicle_of_the_compan
         await gather_close(client, mine, theirs)
 
 
-async def test_get_state_refuses_forbidden_ids(worker: Worker, fleet: FleetDriver) -> None:
-    company = await registered_company(fleet, worker, 1)
-    other = await registered_company(fleet, worker, 1)
+async def test_get_state_refuses_forbidden_ids(inst: Instance) -> None:
+    company = inst.company(1)
+    other = inst.company(1)
     own, foreign = company.vehicles[0], other.vehicles[0]
-    mine, theirs = await watcher(worker, company), await watcher(worker, other)
-    client = await connect(worker, company)
+    mine, theirs = await watcher(inst, company), await watcher(inst, other)
+    client = await connect(inst, company)
     try:
         # Both have a last position: a leak would show.
-        await send(fleet, own, lat=3.0)
-        await send(fleet, foreign, lat=4.0)
+        await inst.send_fix(own, lat=3.0)
+        await inst.send_fix(foreign, lat=4.0)
         await wait_position(mine, own, at_lat(3.0))
         await wait_position(theirs, foreign, at_lat(4.0))
 
@@ -476,27 +459,23 @@ async def test_get_state_refuses_forbidden_ids(worker: Worker, fleet: FleetDrive
 # ------------------------------------------------------------------------------ batching
 
 
-async def test_fast_fixes_are_coalesced_into_batches(worker: Worker, fleet: FleetDriver) -> None:
-    company = await registered_company(fleet, worker, 5)
-    client = await connect(worker, company)
+async def test_fast_fixes_are_coalesced_into_batches(inst: Instance) -> None:
+    company = inst.company(5)
+    client = await connect(inst, company)
     try:
         sub = await client.subscribe("vehicles", {"type": "all"})
         assert sub["count"] == 5
         rounds = 4
         t = ts_now_ms()
         sent: dict[str, list[dict[str, Any]]] = {vid: [] for vid in company.vehicles}
-        futures = []
+        items = []
         for r in range(rounds):
             for k, vid in enumerate(company.vehicles):
                 value = fix(vid, lat=10.0 + r + k / 100, ts_ms=t + r)
                 sent[vid].append(value)
-                futures.append(
-                    await fleet.producer.send(
-                        "gps-events", key=vid.encode(), value=orjson.dumps(value)
-                    )
-                )
-        await fleet.producer.flush()
-        await asyncio.gather(*futures)
+                items.append(inst.position(value))
+        # One publish: every fix reaches the hub within one flush window.
+        await inst.publish(*items)
 
         for vid, values in sent.items():
             await wait_position(client, vid, at_lat(values[-1]["latitude"]))
