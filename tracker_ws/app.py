@@ -164,12 +164,12 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     app.tls_context = tls
     app.stop_watchdog = ShutdownWatchdog()
     topics, tables = declare(app, settings.partitions)
-    publisher = Publisher(rt.bus, rt.metrics)
+    publisher = Publisher(rt.bus.fanout, rt.metrics)
     positions.install(app, rt, topics, tables, publisher, positions.table_router(rt, tables))
     subscriptions.install(app, rt, topics, tables)
     ingest = events.EventIngest(rt, publisher)
     events.install(app, rt, ingest, settings.partitions)
-    rt.bus.on_input(ingest.from_redis)
+    rt.bus.fanout.on_input(ingest.from_redis)
     announcer = subscriptions.InterestAnnouncer(rt, topics, settings.partitions)
     rt.hub.listeners.append(announcer.on_interest)
     reader = RegistryReader(rt, settings.kafka_broker.removeprefix("kafka://"))
@@ -182,16 +182,16 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         tables.subscriptions.items(),
         [tp.partition for tp in app.consumer.assignment() if tp.topic == SUBSCRIPTION_CHANGES],
     )
-    rt.bus.on_command(control.make_handler(rt))
+    rt.bus.control.on_command(control.make_handler(rt))
 
     def reply(target: str, req: str, payload: dict[str, Any]) -> None:
-        asyncio.get_running_loop().create_task(rt.bus.reply(target, req, payload))
+        asyncio.get_running_loop().create_task(rt.bus.control.reply(target, req, payload))
 
     rt.hub.reply = reply
 
     @app.task
     async def start_services() -> None:
-        await rt.bus.start(rt.hub.deliver)
+        await rt.bus.fanout.start(rt.hub.deliver)
         publisher.start()
         rt.writeback.start()
         announcer.start()
@@ -258,7 +258,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         await shutdown_step(
             "withdraw this instance's interest", asyncio.wait_for(announcer.drain(), 5.0)
         )
-        await shutdown_step("deregister the instance", rt.bus.deregister_instance())
+        await shutdown_step("deregister the instance", rt.bus.presence.deregister_instance())
         await rt.bus.close()
 
     return app

@@ -64,7 +64,7 @@ class Runtime:
             geozones=geozones,
             hub=Hub(metrics, registry, geozones),
             bus=bus,
-            writeback=WriteBack(bus, settings.state_ttl_s),
+            writeback=WriteBack(bus.presence, bus.store, settings.state_ttl_s),
             verifier=TokenVerifier.from_settings(settings),
             flusher=Flusher(flush_tick_s(settings), metrics.sent_position.inc),
             expiries=Expiries(),
