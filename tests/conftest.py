@@ -240,13 +240,16 @@ def start_cluster(
     env: dict[str, str] | None = None,
     parallel: bool = False,
 ) -> Cluster:
-    """N workers of a fresh consumer group on Redis database `db` of `redis_base_url`; waits
-    until the partitions are balanced. `parallel` starts them side by side (one join round
-    instead of N). On failure every worker it started is stopped."""
+    """N workers of a fresh consumer group on Redis database `db` of `redis_base_url` (a
+    `redis+cluster://` URL as it is: a cluster has one database); waits until the partitions
+    are balanced. `parallel` starts them side by side (one join round instead of N). On
+    failure every worker it started is stopped."""
     import uuid
 
     app_id = f"tracker-ws-cluster-{uuid.uuid4().hex[:8]}"
-    redis_url = redis_base_url.rsplit("/", 1)[0] + f"/{db}"
+    redis_url = redis_base_url
+    if not redis_base_url.startswith("redis+cluster://"):
+        redis_url = redis_base_url.rsplit("/", 1)[0] + f"/{db}"
     workers: list[devstack.Worker] = []
 
     def start(i: int) -> devstack.Worker:
