@@ -75,3 +75,15 @@ async def test_an_expired_state_is_remembered_and_refresh_keeps_one(backend: Bac
     assert await store.load_state("gone") == (None, True)  # expired: "seen", not "no state"
     assert await store.load_state("kept") == (b"k", True)
     assert await store.load_state("never-saved") == (None, False)
+
+
+async def test_single_redis_state_layout(shared: Backend) -> None:
+    """`ws:state:{key}` and its mark, named and valued as by earlier versions."""
+    store = shared.bus(ME).store
+    await store.save_states({"u1:phone": b'{"s":1}'}, 30)
+    raw = shared.raw()
+    assert await raw.get("ws:state:u1:phone") == b'{"s":1}'
+    assert 0 < await raw.pttl("ws:state:u1:phone") <= 30_000
+    assert await raw.get("ws:state:u1:phone:seen") == b"1"
+    await store.refresh_states(["u1:phone"], 100)
+    assert 30_000 < await raw.pttl("ws:state:u1:phone") <= 100_000

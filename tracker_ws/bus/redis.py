@@ -22,7 +22,9 @@ from importlib import resources
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from tracker_ws.bus.base import (
@@ -225,17 +227,13 @@ class RedisLink:
             await asyncio.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, _RECONNECT_MAX_S)
 
-    async def _subscribe_and_read(self, pubsub: Any, ready: asyncio.Event) -> None:
+    async def _subscribe_and_read(self, pubsub: PubSub, ready: asyncio.Event) -> None:
         # One connection for deliveries, control and replies on a single Redis: Redis keeps
         # their messages in PUBLISH order. A cluster reads the sharded delivery channel on
         # the node that owns its slot, the rest on one node (regular pub/sub is cluster-wide).
         plain = [c for c in self._channels if c not in self._sharded]
-        await pubsub.subscribe(*plain)
-        await pubsub.psubscribe(INPUT_PATTERN)
-        pending = len(plain) + 1
-        if self._sharded:
-            await pubsub.ssubscribe(*self._sharded)
-            pending += len(self._sharded)
+        sharded = isinstance(pubsub, ClusterPubSub) and bool(self._sharded)
+        pending = len(plain) + 1 + (len(self._sharded) if sharded else 0)
 
         async def read(get: Callable[..., Awaitable[dict[str, Any] | None]]) -> None:
             nonlocal pending
@@ -252,7 +250,10 @@ class RedisLink:
                     continue
                 self._dispatch(msg)
 
-        if self._sharded:
+        await pubsub.subscribe(*plain)
+        await pubsub.psubscribe(INPUT_PATTERN)
+        if isinstance(pubsub, ClusterPubSub) and sharded:
+            await pubsub.ssubscribe(*self._sharded)
             await _first_failure(read(pubsub.get_message), read(pubsub.get_sharded_message))
         else:
             await read(pubsub.get_message)
@@ -315,7 +316,7 @@ class RedisLink:
             return "ok"
         return f"resubscribing: {self._listener_error or 'connecting'}"
 
-    def script(self, name: str) -> Any:
+    def script(self, name: str) -> AsyncScript:
         return self.client.register_script(load_lua(name))
 
 
