@@ -107,3 +107,21 @@ async def test_single_redis_registry_layout(shared: Backend) -> None:
     assert await raw.smembers(own + "connections") == {b"c1"}
     assert await raw.hgetall(own + "conn_users") == {b"c1": b"u1"}
     assert await raw.get(own + "alive") == b"1"
+
+
+async def test_a_cleanup_cut_short_is_finished_by_the_next_survivor(shared: Backend) -> None:
+    """A survivor that died after cleanup.lua (liveness and list gone, pairs not yet removed
+    from the users' hashes) leaves the instance listed and dead: the next one finishes."""
+    me, peer = shared.bus(ME).presence, shared.bus(PEER).presence
+    await me.heartbeat(30)
+    await peer.heartbeat(30)
+    await peer.register_connections([entry("p1", "u1", PEER), entry("p2", "u2", PEER)])
+    own = "ws:instance:{ws:2}:" if shared.name == "cluster" else "ws:instance:ws:2:"
+    raw = shared.raw()
+    await raw.delete(own + "alive")
+    await raw.delete(own + "connections")
+    assert await me.instances() == ([ME], [PEER])
+    assert await me.cleanup_instance(PEER) == 2
+    assert await me.user_connections("u1") == [] and await me.user_connections("u2") == []
+    assert await me.instances() == ([ME], [])
+    assert not await raw.exists(own + "conn_users")

@@ -570,15 +570,17 @@ class RedisPresence(Presence):
         await self._forget(self.instance_id)
 
     async def _forget(self, instance_id: str) -> int:
-        """cleanup.lua takes the instance's list and drops its own keys atomically; its entries
-        in the users' hashes (other slots on a cluster) and its membership follow."""
-        flat = cast(list[bytes], await self._cleanup(keys=self._own_keys(instance_id), args=[]))
+        """cleanup.lua, then the users' hashes (other slots on a cluster) and the membership,
+        then the list it read: each step can be done again by the next survivor."""
+        own = self._own_keys(instance_id)
+        flat = cast(list[bytes], await self._cleanup(keys=own, args=[]))
         pairs = list(zip(flat[0::2], flat[1::2], strict=True))
         async with self.client.pipeline(transaction=False) as pipe:
             for conn_id, user_id in pairs:
                 pipe.hdel(self.keys.user_connections(user_id.decode()), conn_id)
             pipe.srem(self.keys.instances, instance_id)
             await pipe.execute()
+        await self.client.delete(self.keys.instance_conn_users(instance_id))
         return len(pairs)
 
 
