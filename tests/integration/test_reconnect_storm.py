@@ -259,13 +259,21 @@ async def test_reconnect_storm_recovers_every_client(
     await reconnect_storm(storm_worker, fleet, STORM)
 
 
-async def test_bus_queues_a_read_herd_and_keeps_publishing(redis_url: str) -> None:
+@pytest.mark.parametrize("server", ["redis", "cluster"])
+async def test_bus_queues_a_read_herd_and_keeps_publishing(
+    server: str, request: pytest.FixtureRequest
+) -> None:
     """The pool policy itself, in-process: far more concurrent client reads than the pool
     has connections, with publishes issued while they hold it. Before: MaxConnectionsError
-    for the reads past 100 and for the publishes (positions dropped)."""
+    for the reads past 100 and for the publishes (positions dropped). On a cluster the read
+    gate alone keeps the herd within each node's pool."""
     from tracker_ws.bus import Outgoing, redis_bus
 
-    bus = redis_bus(redis_url.rsplit("/", 1)[0] + f"/{STORM_DB}", "ws-pool-test")
+    if server == "cluster":
+        url: str = request.getfixturevalue("redis_cluster_url")
+    else:
+        url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{STORM_DB}"
+    bus = redis_bus(url, "ws-pool-test")
     try:
         reads = [
             asyncio.create_task(bus.fanout.last_positions([new_id()]))
