@@ -39,11 +39,11 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
-import tracker_ws_dev as devstack
 from tracker_ws.agents.positions import partition_of
 from tracker_ws.auth import mint_token
 from tracker_ws.config import DEV_JWT_SECRET
 from tracker_ws.tables.definitions import topic_plan
+from tracker_ws_dev import stack as devstack
 
 PARTITIONS = 12
 LAT0 = 1.0  # a fix's sequence number rides in its latitude: LAT0 + seq / 10_000

@@ -4,7 +4,7 @@
     python -m bench.micro_delivery --redis    # also publish through a redis-server of its own
     python -m bench.micro_delivery --profile  # cProfile of the delivery part
 
-(a) publish: `RedisBus.publish` for a batch of 1,000 position Outgoings, with the script call
+(a) publish: `RedisFanout.publish` for a batch of 1,000 position Outgoings, with the script call
     replaced by redis-py's own command packing (`Connection.pack_command`, what the real call
     does before writing to the socket): the Python-side cost of building and packing the
     arguments. With --redis, the same batch through a real redis-server (round trip, Lua
@@ -35,7 +35,7 @@ from typing import Any
 from redis.asyncio.connection import Connection
 
 from tracker_ws.bus import Outgoing
-from tracker_ws.bus.redis import RedisBus, parse_delivery
+from tracker_ws.bus.redis import RedisFanout, RedisLink, parse_delivery
 from tracker_ws.domain import envelope
 from tracker_ws.domain.batching import Outbox
 from tracker_ws.domain.models import GpsFix, Sensors, UserContext, Vehicle, VehicleStatus
@@ -99,7 +99,7 @@ def _median_us(fn: Callable[[], object], per: int, repeats: int, inner: int) -> 
 
 
 def bench_pack(repeats: int) -> float:
-    bus = RedisBus("redis://127.0.0.1:1/0", "worker-1")
+    bus = RedisFanout(RedisLink("redis://127.0.0.1:1/0"), "worker-1")
     conn = Connection()
     sha = bus._publish.sha
     packed: list[Any] = []
@@ -130,7 +130,8 @@ def _free_port() -> int:
 
 
 async def _bench_redis_publish(port: int, repeats: int) -> tuple[float, float]:
-    bus = RedisBus(f"redis://127.0.0.1:{port}/0", "worker-1")
+    link = RedisLink(f"redis://127.0.0.1:{port}/0")
+    bus = RedisFanout(link, "worker-1")
     fleet = _fleet(N)
     batches = [_positions(fleet, T0_MS + k) for k in range(repeats * 10 + 1)]
     try:
@@ -146,7 +147,7 @@ async def _bench_redis_publish(port: int, repeats: int) -> tuple[float, float]:
         evalsha = stats.get("cmdstat_evalsha", {})
         return statistics.median(runs), float(evalsha.get("usec_per_call", 0)) / N
     finally:
-        await bus.close()
+        await link.close()
 
 
 def bench_redis_publish(repeats: int) -> tuple[float, float] | None:

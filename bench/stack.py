@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import tracker_ws_dev as devstack
 from bench.common import ProcWatch, http_json, pin, progress
 from bench.fleet import TOPIC_CONFIGS, TOPICS
-from tracker_ws_dev import ManagedProcess
+from tracker_ws_dev import stack as devstack
+from tracker_ws_dev.stack import ManagedProcess
 
 # Runs `python -m tracker_ws` from a chosen source tree (default: this checkout). sys.path[0]
 # would otherwise be the current directory, which wins over PYTHONPATH.

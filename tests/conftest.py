@@ -12,12 +12,15 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tracker_ws.tables.definitions import topic_plan
 from tracker_ws_dev import stack as devstack
+
+if TYPE_CHECKING:
+    from tracker_ws_dev.redis_cluster import LocalRedisCluster
 
 _TESTS_DIR = Path(__file__).resolve().parent
 _MARK_BY_DIR = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
@@ -94,6 +97,24 @@ def redis_url(redis_server: devstack.RedisServer | None) -> str:
         assert url is not None
         return url
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(devstack_dir: Path) -> Iterator[LocalRedisCluster]:
+    """A 3-master Redis Cluster of this session (tracker_ws_dev/redis_cluster.py)."""
+    from tracker_ws_dev.redis_cluster import start_redis_cluster
+
+    handle = start_redis_cluster(log_dir=devstack_dir / "redis-cluster")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: LocalRedisCluster) -> str:
+    """`redis+cluster://…` of the session's cluster, as TRACKER_WS_REDIS_URL takes it."""
+    return redis_cluster.url
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,13 +240,16 @@ def start_cluster(
     env: dict[str, str] | None = None,
     parallel: bool = False,
 ) -> Cluster:
-    """N workers of a fresh consumer group on Redis database `db` of `redis_base_url`; waits
-    until the partitions are balanced. `parallel` starts them side by side (one join round
-    instead of N). On failure every worker it started is stopped."""
+    """N workers of a fresh consumer group on Redis database `db` of `redis_base_url` (a
+    `redis+cluster://` URL as it is: a cluster has one database); waits until the partitions
+    are balanced. `parallel` starts them side by side (one join round instead of N). On
+    failure every worker it started is stopped."""
     import uuid
 
     app_id = f"tracker-ws-cluster-{uuid.uuid4().hex[:8]}"
-    redis_url = redis_base_url.rsplit("/", 1)[0] + f"/{db}"
+    redis_url = redis_base_url
+    if not redis_base_url.startswith("redis+cluster://"):
+        redis_url = redis_base_url.rsplit("/", 1)[0] + f"/{db}"
     workers: list[devstack.Worker] = []
 
     def start(i: int) -> devstack.Worker:

@@ -158,12 +158,12 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     app.tls_context = tls
     app.stop_watchdog = ShutdownWatchdog()
     topics, tables = declare(app, settings.partitions)
-    publisher = Publisher(rt.bus, rt.metrics)
+    publisher = Publisher(rt.bus.fanout, rt.metrics)
     positions.install(app, rt, topics, tables, publisher, positions.table_router(rt, tables))
     subscriptions.install(app, rt, topics, tables)
     ingest = events.EventIngest(rt, publisher)
     events.install(app, rt, ingest, settings.partitions)
-    rt.bus.on_input(ingest.from_redis)
+    rt.bus.fanout.on_input(ingest.from_redis)
     announcer = subscriptions.InterestAnnouncer(rt, topics, settings.partitions)
     rt.hub.listeners.append(announcer.on_interest)
     reader = RegistryReader(rt, settings.kafka_broker.removeprefix("kafka://"))
@@ -247,7 +247,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         await shutdown_step(
             "withdraw this instance's interest", asyncio.wait_for(announcer.drain(), 5.0)
         )
-        await shutdown_step("deregister the instance", rt.bus.deregister_instance())
+        await shutdown_step("deregister the instance", rt.bus.presence.deregister_instance())
         await rt.bus.close()
 
     return app

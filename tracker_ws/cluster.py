@@ -8,6 +8,7 @@ Until then the dead instance is simply skipped when routing (a PUBLISH to nobody
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -40,11 +41,11 @@ class Janitor:
     async def tick(self) -> None:
         rt = self.rt
         try:
-            if self._registered and not await rt.bus.is_registered():
+            if self._registered and not await rt.bus.presence.is_registered():
                 await self.rebuild()
-            await rt.bus.heartbeat(LIVENESS_TTL_S)
+            await rt.bus.presence.heartbeat(LIVENESS_TTL_S)
             self._registered = True
-            live, dead = await rt.bus.instances()
+            live, dead = await rt.bus.presence.instances()
         except Exception as exc:
             log.warning("liveness check failed: %s", exc)
             return
@@ -53,7 +54,7 @@ class Janitor:
         for instance in dead:
             if instance == rt.settings.instance_id:
                 continue
-            n = await rt.bus.cleanup_instance(instance)
+            n = await rt.bus.presence.cleanup_instance(instance)
             if n >= 0:
                 log.warning(
                     "instance %s is gone: removed %d connections, pruning its interest", instance, n
@@ -73,7 +74,7 @@ class Janitor:
             rt.settings.instance_id,
             len(rt.hub.sessions),
         )
-        await rt.bus.register_connections(self._entries())
+        await rt.bus.presence.register_connections(self._entries())
         self.announcer.on_interest(rt.hub.index.keys(), [])
         for session in rt.hub.sessions.values():
             session.save_state()
@@ -105,9 +106,9 @@ class Janitor:
         chosen = sessions[start : start + per_tick]
         self._cursor = start + per_tick
         try:
-            await rt.bus.touch_connections(
-                list(zip(self._entries(chosen), (s.state_key for s in chosen), strict=True)),
-                rt.settings.state_ttl_s,
+            await asyncio.gather(
+                rt.bus.presence.touch_connections(self._entries(chosen)),
+                rt.bus.store.refresh_states([s.state_key for s in chosen], rt.settings.state_ttl_s),
             )
         except Exception as exc:
             log.warning("lastSeen update failed: %s", exc)

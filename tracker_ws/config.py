@@ -128,7 +128,34 @@ def _parse_url(var: Var, raw: str) -> str:
     if not raw.startswith(var.schemes) or (not rest and raw != "memory://"):
         wanted = ", ".join(f"{s}…" for s in var.schemes)
         raise ConfigError(f"{var.env} must be {wanted}, got {_shorten(raw)}")
+    if raw.startswith(REDIS_CLUSTER_SCHEME):
+        try:
+            cluster_nodes(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var.env}: {exc}, got {_shorten(raw)}") from None
     return raw
+
+
+REDIS_CLUSTER_SCHEME = "redis+cluster://"
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The seed nodes of `redis+cluster://host:port[,host:port…]`; ValueError saying what is
+    wrong (the client finds the other nodes itself)."""
+    rest = url.removeprefix(REDIS_CLUSTER_SCHEME)
+    if not rest or any(c in rest for c in "/?#@"):
+        raise ValueError(
+            "a Redis Cluster URL is redis+cluster://host:port[,host:port…] (no database, "
+            "path or options)"
+        )
+    nodes: list[tuple[str, int]] = []
+    for part in rest.split(","):
+        host, sep, port = part.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")  # [::1]:7000
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"cluster node {part!r} is not host:port")
+        nodes.append((host, int(port)))
+    return nodes
 
 
 def _parse_pem(var: Var, raw: str) -> str:
@@ -157,7 +184,7 @@ _PARSERS: dict[str, Callable[[Var, str], Any]] = {
     "pem": _parse_pem,
 }
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", REDIS_CLUSTER_SCHEME, "memory://")
 
 # The one list of settings. Order is the order of `config` and the README table.
 # fmt: off
@@ -165,8 +192,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("TRACKER_WS_KAFKA_BROKER", "kafka_broker", "url", "kafka://127.0.0.1:9092",
         "the Kafka broker", schemes=("kafka://",)),
     Var("TRACKER_WS_REDIS_URL", "redis_url", "url", "memory://",
-        "Redis for cross-instance delivery, history and state; `memory://` runs one instance "
-        "alone", schemes=_REDIS_SCHEMES),
+        "Redis for cross-instance delivery, history and state; "
+        "`redis+cluster://host:port[,host:port…]` a Redis Cluster (7+); `memory://` runs one "
+        "instance alone", schemes=_REDIS_SCHEMES),
     Var("TRACKER_WS_REDIS_MAX_CONNECTIONS", "redis_max_connections", "int", 100,
         "Redis connection pool size; callers beyond it wait for a free connection", min=4,
         max=100_000),
@@ -340,7 +368,11 @@ class Settings:
 
     @property
     def uses_redis(self) -> bool:
-        return self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+        return self.redis_url.startswith(("redis://", "rediss://", "unix://", REDIS_CLUSTER_SCHEME))
+
+    @property
+    def uses_redis_cluster(self) -> bool:
+        return self.redis_url.startswith(REDIS_CLUSTER_SCHEME)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

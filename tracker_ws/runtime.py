@@ -64,13 +64,15 @@ class Runtime:
             geozones=geozones,
             hub=Hub(metrics, registry, geozones),
             bus=bus,
-            writeback=WriteBack(bus, settings.state_ttl_s),
+            writeback=WriteBack(bus.presence, bus.store, settings.state_ttl_s),
             verifier=TokenVerifier.from_settings(settings),
             flusher=Flusher(flush_tick_s(settings), metrics.count_sent),
             expiries=Expiries(),
         )
         metrics.watch_state(
-            lambda: rt.broker_ok, lambda: rt.bus.connected, lambda: len(rt.stalled_partitions)
+            lambda: rt.broker_ok,
+            lambda: rt.bus.fanout.connected,
+            lambda: len(rt.stalled_partitions),
         )
         return rt
 

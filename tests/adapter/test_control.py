@@ -229,7 +229,7 @@ async def test_drain_alerts_and_closes_1012_saves_state_and_refuses_new_clients(
     assert not inst.rt.hub.sessions
     assert time.monotonic() - started < inst.rt.settings.drain_timeout_s
     for u in users:
-        state, _ = await inst.rt.bus.load_state(u)
+        state, _ = await inst.rt.bus.store.load_state(u)
         assert state is not None and b'"notifications"' in state, state
     status, body = await inst.request("GET", "/health")
     assert status == 503 and body["status"] == "draining", body

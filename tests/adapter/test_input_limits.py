@@ -86,7 +86,7 @@ async def test_restored_subscriptions_respect_the_cap(
         "savedAt": "2026-01-01T00:00:00.000Z",
         "companyId": company.company_id,
     }
-    await capped_inst.rt.bus.save_state(user, orjson.dumps(state), 300)
+    await capped_inst.rt.bus.store.save_state(user, orjson.dumps(state), 300)
     client = await capped_inst.connect(company.token(user), query="lastEventId=1")
     try:
         revoked = await client.wait_for(lambda m: m.get("code") == "SUBSCRIPTION_REVOKED")

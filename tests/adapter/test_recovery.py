@@ -163,7 +163,7 @@ async def test_expired_state_is_not_recovered_and_get_state_works() -> None:
         seen = client.last_event_id
 
         async def expired() -> bool:
-            state, was_saved = await inst.rt.bus.load_state(user)
+            state, was_saved = await inst.rt.bus.store.load_state(user)
             return state is None and was_saved
 
         await until(expired, "the saved state to expire")
@@ -279,7 +279,7 @@ async def test_ack_is_recorded_shown_as_acked_event_id_and_saved(inst: Instance)
     await client.close()
 
     async def saved() -> bool:
-        state, _ = await inst.rt.bus.load_state(user)
+        state, _ = await inst.rt.bus.store.load_state(user)
         return state is not None and b'"ackedEventId":%d' % eid in state
 
     await until(saved, "ackedEventId in the saved state")

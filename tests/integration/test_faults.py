@@ -31,6 +31,8 @@ from tests.support.cluster import (
     http,
     interest,
     interest_of,
+    key_space,
+    redis_client,
     register_company,
     send_round,
     spread_ids,
@@ -201,9 +203,10 @@ async def _kill_with(cluster: Cluster, fleet: FleetDriver, broker_url: str) -> K
         await warm_up(fleet, [*watchers, *((c, everything) for c, _ in doomed[:1])])
 
         # Before the kill: the victim is registered, has interest, and is in the stats.
-        r = redis_sync.Redis.from_url(cluster.redis_url, decode_responses=True)
+        r = redis_client(cluster.redis_url)
+        keys = key_space(cluster.redis_url)
         doomed_ids = {c.connection_id for c, _ in doomed}
-        assert r.smembers(f"ws:instance:{dead}:connections") == doomed_ids
+        assert r.smembers(keys.instance_connections(dead)) == doomed_ids
         for c, user in doomed:
             assert r.hget(f"ws:conn:user:{user}", c.connection_id).startswith(f"{dead}:")
         company_key = f"company:{company.company_id}"
@@ -236,7 +239,7 @@ async def _kill_with(cluster: Cluster, fleet: FleetDriver, broker_url: str) -> K
         assert not victim.alive()
 
         def registry_clean() -> bool:
-            if r.exists(f"ws:instance:{dead}:connections") or dead in r.smembers("ws:instances"):
+            if r.exists(keys.instance_connections(dead)) or dead in r.smembers(keys.instances):
                 return False
             for key in r.scan_iter(match="ws:conn:user:*"):
                 values = r.hgetall(key)

@@ -259,23 +259,30 @@ async def test_reconnect_storm_recovers_every_client(
     await reconnect_storm(storm_worker, fleet, STORM)
 
 
-async def test_bus_queues_a_read_herd_and_keeps_publishing(redis_url: str) -> None:
+@pytest.mark.parametrize("server", ["redis", "cluster"])
+async def test_bus_queues_a_read_herd_and_keeps_publishing(
+    server: str, request: pytest.FixtureRequest
+) -> None:
     """The pool policy itself, in-process: far more concurrent client reads than the pool
     has connections, with publishes issued while they hold it. Before: MaxConnectionsError
-    for the reads past 100 and for the publishes (positions dropped)."""
-    from tracker_ws.bus import Outgoing
-    from tracker_ws.bus.redis import RedisBus
+    for the reads past 100 and for the publishes (positions dropped). On a cluster the read
+    gate alone keeps the herd within each node's pool."""
+    from tracker_ws.bus import Outgoing, redis_bus
 
-    bus = RedisBus(redis_url.rsplit("/", 1)[0] + f"/{STORM_DB}", "ws-pool-test")
+    if server == "cluster":
+        url: str = request.getfixturevalue("redis_cluster_url")
+    else:
+        url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{STORM_DB}"
+    bus = redis_bus(url, "ws-pool-test")
     try:
         reads = [
-            asyncio.create_task(bus.last_positions([new_id()]))
+            asyncio.create_task(bus.fanout.last_positions([new_id()]))
             if i % 2
-            else asyncio.create_task(bus.read_history([f"ws:history:user:{new_id()}"], 0, 10))
+            else asyncio.create_task(bus.store.read_history([f"ws:history:user:{new_id()}"], 0, 10))
             for i in range(500)
         ]
         position = Outgoing(["nobody"], b'{"t":"pos"}', vehicle_id=new_id(), fix_ms=1)
-        publishes = [asyncio.create_task(bus.publish([position])) for _ in range(20)]
+        publishes = [asyncio.create_task(bus.fanout.publish([position])) for _ in range(20)]
         results = await asyncio.gather(*reads, *publishes, return_exceptions=True)
         failed_reads = [r for r in results[:500] if isinstance(r, BaseException)]
         failed_publishes = [r for r in results[500:] if isinstance(r, BaseException)]

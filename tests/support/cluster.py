@@ -25,6 +25,7 @@ from tests.support.client import Msg, WsClient
 from tests.support.fleet import Company, FleetDriver, fix, new_id
 from tracker_ws.agents.positions import partition_of
 from tracker_ws.auth import mint_token
+from tracker_ws.bus.keys import KeySpace
 from tracker_ws.config import DEV_JWT_SECRET
 from tracker_ws_dev.stack import Worker, wait_for
 
@@ -32,6 +33,44 @@ if TYPE_CHECKING:
     from tests.conftest import Cluster
 
 PARTITIONS = 12
+
+
+# ------------------------------------------------------------------------------ Redis
+
+
+def redis_client(url: str) -> Any:
+    """A sync client (str replies) on the workers' Redis, one server or a cluster
+    (`redis+cluster://`), for looking at what they wrote."""
+    import redis
+
+    from tracker_ws.config import cluster_nodes
+
+    if url.startswith("redis+cluster://"):
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
+        return RedisCluster(startup_nodes=nodes, decode_responses=True)
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def async_redis_client(url: str) -> Any:
+    """redis.asyncio's client for `url`, one server or a cluster (EventSource publishes
+    `events:*` through it)."""
+    import redis.asyncio as aioredis
+
+    from tracker_ws.config import cluster_nodes
+
+    if url.startswith("redis+cluster://"):
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
+        return RedisCluster(startup_nodes=nodes)
+    return aioredis.Redis.from_url(url)
+
+
+def key_space(url: str) -> KeySpace:
+    """The key names the workers on `url` use."""
+    return KeySpace(cluster=url.startswith("redis+cluster://"))
 
 
 # ------------------------------------------------------------------------------ vehicles

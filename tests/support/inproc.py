@@ -72,7 +72,7 @@ class Instance:
         self.rt = rt
         self.server = server
         self.http = http
-        self.publisher = Publisher(rt.bus, rt.metrics)
+        self.publisher = Publisher(rt.bus.fanout, rt.metrics)
         self.ingest = EventIngest(rt, self.publisher)
         self.registry = RegistryReader(rt, bootstrap="")  # only `apply`: nothing to consume
         self.registry.listeners.append(rt.hub.on_registry_change)

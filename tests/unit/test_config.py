@@ -13,6 +13,7 @@ from tracker_ws.config import (
     DEV_JWT_SECRET,
     VARIABLES,
     Settings,
+    cluster_nodes,
     describe_values,
     describe_variables,
 )
@@ -184,3 +185,34 @@ def test_config_lists_every_variable_with_its_default() -> None:
     for var in VARIABLES:
         assert var.env in got.stdout
         assert f"default {var.default_text()}" in got.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "nodes"),
+    [
+        ("redis+cluster://127.0.0.1:7000", [("127.0.0.1", 7000)]),
+        ("redis+cluster://a:1,b:2,[::1]:3", [("a", 1), ("b", 2), ("::1", 3)]),
+    ],
+)
+def test_redis_cluster_url(url: str, nodes: list[tuple[str, int]]) -> None:
+    settings = Settings.from_env({"TRACKER_WS_REDIS_URL": url})
+    assert settings.uses_redis and settings.uses_redis_cluster
+    assert cluster_nodes(settings.redis_url) == nodes
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://",
+        "redis+cluster://host",
+        "redis+cluster://host:port",
+        "redis+cluster://h:1,,h:2",
+        "redis+cluster://h:70000",
+        "redis+cluster://h:1/0",
+        "redis+cluster://user:pw@h:1",
+    ],
+)
+def test_malformed_redis_cluster_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^TRACKER_WS_REDIS_URL") as caught:
+        Settings.from_env({"TRACKER_WS_REDIS_URL": url})
+    assert "redis+cluster://" in str(caught.value)  # says what a valid one looks like

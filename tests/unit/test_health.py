@@ -11,21 +11,24 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from redis.exceptions import ResponseError
 
-from tracker_ws.bus import DeliveryHandler
-from tracker_ws.bus.redis import RedisBus
+from tracker_ws.bus.redis import RedisFanout, RedisLink
 from tracker_ws.config import Settings
 from tracker_ws.runtime import Runtime
 from tracker_ws.web.health import health
 from tracker_ws.web.keys import RUNTIME
 
 
-class DyingListenerBus(RedisBus):
-    """Redis answers PING, but the delivery listener ends with an error reply (what BUSY
-    did to the listener before issue 10.4). Nothing here connects anywhere."""
+class DyingListenerLink(RedisLink):
+    """The delivery listener ends with an error reply (what BUSY did to the listener before
+    issue 10.4). Nothing here connects anywhere."""
 
-    async def _listen(self, on_deliver: DeliveryHandler, ready: asyncio.Event) -> None:
+    async def _listen(self, ready: asyncio.Event) -> None:
         ready.set()
         raise ResponseError("BUSY Redis is busy running a script")
+
+
+class AnsweringFanout(RedisFanout):
+    """Redis answers PING."""
 
     async def ping(self) -> bool:
         return True
@@ -34,12 +37,15 @@ class DyingListenerBus(RedisBus):
 @pytest.mark.filterwarnings("ignore::aiohttp.web.NotAppKeyWarning")  # the app's own key
 async def test_health_reports_a_dead_listener() -> None:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", instance_id="ws-unit")
-    bus = DyingListenerBus(settings.redis_url, settings.instance_id)
-    rt = dataclasses.replace(Runtime.create(settings), bus=bus, ready=True, broker_ok=True)
+    link = DyingListenerLink(settings.redis_url)
+    fanout = AnsweringFanout(link, settings.instance_id)
+    rt = Runtime.create(settings)
+    bus = dataclasses.replace(rt.bus, fanout=fanout, link=link)
+    rt = dataclasses.replace(rt, bus=bus, ready=True, broker_ok=True)
     app = web.Application()
     app[RUNTIME] = rt
     try:
-        await bus.start(lambda records: None)
+        await fanout.start(lambda records: None)
         resp = await health(make_mocked_request("GET", "/health", app=app))
     finally:
         await bus.close()

@@ -1,4 +1,5 @@
-"""The in-process bus backend (tracker_ws/bus/memory.py): the bus contract without Redis."""
+"""The in-process fan-out (tracker_ws/bus/memory.py): ids, delivery and last positions without
+Redis (tests/contract/ runs the shared contract on every backend)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import pytest
 
 from tracker_ws.bus import Outgoing
-from tracker_ws.bus.memory import MemoryBus
+from tracker_ws.bus.memory import MemoryFanout
 
 ME = "ws-1"
 PEER = "ws-2"
@@ -33,11 +34,11 @@ async def settle() -> None:
 
 
 @pytest.fixture
-def bus() -> MemoryBus:
-    return MemoryBus(ME)
+def bus() -> MemoryFanout:
+    return MemoryFanout(ME)
 
 
-async def test_consecutive_event_ids_across_publishes(bus: MemoryBus) -> None:
+async def test_consecutive_event_ids_across_publishes(bus: MemoryFanout) -> None:
     await bus.start(Sink())
     assert await bus.publish([Outgoing([ME], b"a"), Outgoing([], b"b")]) == [1, 2]
     assert await bus.publish([]) == []
@@ -45,7 +46,7 @@ async def test_consecutive_event_ids_across_publishes(bus: MemoryBus) -> None:
     assert await bus.publish([Outgoing([ME], b"%d" % i) for i in range(5)]) == [4, 5, 6, 7, 8]
 
 
-async def test_ids_assigned_even_without_a_handler(bus: MemoryBus) -> None:
+async def test_ids_assigned_even_without_a_handler(bus: MemoryFanout) -> None:
     # Before start (or after close) nothing is delivered, but ids keep counting.
     assert not bus.connected
     assert await bus.publish([Outgoing([ME], b"x")]) == [1]
@@ -63,7 +64,7 @@ async def test_ids_assigned_even_without_a_handler(bus: MemoryBus) -> None:
     assert sink.items == [(2, b"y")]
 
 
-async def test_delivers_only_items_targeted_at_this_instance_in_order(bus: MemoryBus) -> None:
+async def test_delivers_only_items_targeted_at_this_instance_in_order(bus: MemoryFanout) -> None:
     sink = Sink()
     await bus.start(sink)
     ids = await bus.publish(
@@ -81,7 +82,7 @@ async def test_delivers_only_items_targeted_at_this_instance_in_order(bus: Memor
     assert sink.calls == [[(1, b"one"), (3, b"two"), (5, b"three")]]  # one call per publish
 
 
-async def test_nothing_for_this_instance_means_no_call(bus: MemoryBus) -> None:
+async def test_nothing_for_this_instance_means_no_call(bus: MemoryFanout) -> None:
     sink = Sink()
     await bus.start(sink)
     await bus.publish([Outgoing([PEER], b"a"), Outgoing([], b"b")])
@@ -89,7 +90,7 @@ async def test_nothing_for_this_instance_means_no_call(bus: MemoryBus) -> None:
     assert sink.calls == []
 
 
-async def test_delivery_order_across_publishes(bus: MemoryBus) -> None:
+async def test_delivery_order_across_publishes(bus: MemoryFanout) -> None:
     sink = Sink()
     await bus.start(sink)
     for i in range(10):
@@ -101,8 +102,8 @@ async def test_delivery_order_across_publishes(bus: MemoryBus) -> None:
 
 
 async def test_two_instances_have_separate_id_spaces() -> None:
-    # The memory backend is single-instance: each MemoryBus is its own world.
-    a, b = MemoryBus("a"), MemoryBus("b")
+    # The memory backend is single-instance: each MemoryFanout is its own world.
+    a, b = MemoryFanout("a"), MemoryFanout("b")
     sa, sb = Sink(), Sink()
     await a.start(sa)
     await b.start(sb)
@@ -112,7 +113,7 @@ async def test_two_instances_have_separate_id_spaces() -> None:
     assert sb.items == []
 
 
-async def test_last_positions_mirror_keeps_newest(bus: MemoryBus) -> None:
+async def test_last_positions_mirror_keeps_newest(bus: MemoryFanout) -> None:
     await bus.start(Sink())
     await bus.publish(
         [
@@ -129,13 +130,13 @@ async def test_last_positions_mirror_keeps_newest(bus: MemoryBus) -> None:
     assert await bus.last_positions([V2]) == {V2: (3, b"v2-a")}
 
 
-async def test_last_positions_unknown_and_empty(bus: MemoryBus) -> None:
+async def test_last_positions_unknown_and_empty(bus: MemoryFanout) -> None:
     assert await bus.last_positions([]) == {}
     assert await bus.last_positions([V1]) == {}
     await bus.publish([Outgoing([], b"p", vehicle_id=V1)])
     assert await bus.last_positions(iter([V2, V1])) == {V1: (1, b"p")}
 
 
-async def test_ping_and_instance_id(bus: MemoryBus) -> None:
+async def test_ping_and_instance_id(bus: MemoryFanout) -> None:
     assert bus.instance_id == ME
     assert await bus.ping() is True

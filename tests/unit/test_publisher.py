@@ -9,7 +9,7 @@ import pytest
 
 from tracker_ws.agents.publisher import Publisher
 from tracker_ws.bus import Outgoing
-from tracker_ws.bus.memory import MemoryBus
+from tracker_ws.bus.memory import MemoryFanout, MemoryStore
 from tracker_ws.metrics import Metrics
 
 
@@ -17,7 +17,7 @@ def event(n: int) -> Outgoing:
     return Outgoing(["*"], b'{"t":"notif","n":%d}' % n, dedupe_id=f"d{n}", history=["h"])
 
 
-class FailingBus(MemoryBus):
+class FailingBus(MemoryFanout):
     def __init__(self) -> None:
         super().__init__("i1")
         self.fail = True
@@ -33,13 +33,13 @@ class FailingBus(MemoryBus):
         return await super().publish(items)
 
 
-async def published(bus: MemoryBus) -> list[bytes]:
-    events, _ = await bus.read_history(["h"], 0, 100)
+async def published(bus: MemoryFanout) -> list[bytes]:
+    events, _ = await MemoryStore(bus.history).read_history(["h"], 0, 100)
     return [payload for _, payload in events]
 
 
 async def test_flush_before_start_publishes_what_was_added() -> None:
-    bus = MemoryBus("i1")
+    bus = MemoryFanout("i1")
     pub = Publisher(bus, Metrics("i1"))
     pub.add(event(1))
     await pub.flush()
@@ -47,7 +47,7 @@ async def test_flush_before_start_publishes_what_was_added() -> None:
 
 
 async def test_flush_after_stop_publishes_what_was_added() -> None:
-    bus = MemoryBus("i1")
+    bus = MemoryFanout("i1")
     pub = Publisher(bus, Metrics("i1"))
     pub.start()
     pub.add(event(1))

@@ -34,7 +34,9 @@ class FakeSession:
         async def flush(timeout: float) -> None:
             return None
 
-        self.rt = SimpleNamespace(bus=bus, writeback=SimpleNamespace(flush=flush))
+        self.rt = SimpleNamespace(
+            bus=SimpleNamespace(store=bus), writeback=SimpleNamespace(flush=flush)
+        )
         self.user = SimpleNamespace(user_id="u-1", company_id=COMPANY)
         self.state_key = "u-1"
         self.restored: list[Subscription] = []
@@ -45,7 +47,9 @@ class FakeSession:
         return []
 
 
-class Bus:
+class Store:
+    """The bus's store part (tracker_ws/bus/store.py), as recovery uses it."""
+
     def __init__(self, fail_history: bool = False) -> None:
         self.session: FakeSession | None = None
         self.restored_when_read: int | None = None
@@ -65,7 +69,7 @@ class Bus:
 
 
 async def test_history_is_read_after_every_subscription_is_back() -> None:
-    bus = Bus()
+    bus = Store()
     session = FakeSession(bus)
     bus.session = session
     outcome = await recover(session, 10)  # type: ignore[arg-type]
@@ -75,7 +79,7 @@ async def test_history_is_read_after_every_subscription_is_back() -> None:
 
 
 async def test_a_failed_history_read_is_an_answer_with_the_subscriptions_back() -> None:
-    bus = Bus(fail_history=True)
+    bus = Store(fail_history=True)
     session = FakeSession(bus)
     bus.session = session
     outcome = await recover(session, 10)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from tracker_ws.bus import Bus, Outgoing
+from tracker_ws.bus import Fanout, Outgoing
 from tracker_ws.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def is_replayable(item: Outgoing) -> bool:
 
 
 class Publisher:
-    def __init__(self, bus: Bus, metrics: Metrics) -> None:
+    def __init__(self, bus: Fanout, metrics: Metrics) -> None:
         self.bus = bus
         self.metrics = metrics
         self._pending: list[Outgoing] = []

@@ -2,7 +2,8 @@
 
 Thousands of clients connecting (or reconnecting after a deploy) would otherwise cost two or
 three Redis round trips each, on the connection's own path. Sessions enqueue instead
-(synchronously), and one task writes everything queued in one pipeline per tick. The latest
+(synchronously), and one task writes everything queued per tick: one registry pipeline
+(`Presence.apply_writes`) and one state pipeline (`Store.save_states`), sent together. The latest
 state per key wins, so a burst of subscribes saves one state.
 """
 
@@ -12,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 
-from tracker_ws.bus.base import Bus, ConnectionEntry
+from tracker_ws.bus.base import ConnectionEntry
+from tracker_ws.bus.presence import Presence
+from tracker_ws.bus.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +23,9 @@ TICK_S = 0.005
 
 
 class WriteBack:
-    def __init__(self, bus: Bus, state_ttl_s: float) -> None:
-        self.bus = bus
+    def __init__(self, presence: Presence, store: Store, state_ttl_s: float) -> None:
+        self.presence = presence
+        self.store = store
         self.state_ttl_s = state_ttl_s
         self._registers: dict[str, ConnectionEntry] = {}
         self._unregisters: dict[str, str] = {}  # connId -> userId
@@ -82,12 +86,15 @@ class WriteBack:
             states, self._states = self._states, {}
             waiters, self._waiters = self._waiters, []
             try:
-                await self.bus.apply_writes(
-                    list(registers.values()),
-                    list(unregisters.items()),
-                    states,
-                    self.state_ttl_s,
+                # Registry and states side by side: one round trip of wall time.
+                results = await asyncio.gather(
+                    self.presence.apply_writes(list(registers.values()), list(unregisters.items())),
+                    self.store.save_states(states, self.state_ttl_s),
+                    return_exceptions=True,
                 )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             except Exception as exc:
                 # Redis away: keep what is newer, retry with the next tick.
                 self.failures += 1

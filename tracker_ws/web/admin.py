@@ -79,8 +79,8 @@ def admin_route(handler: Handler) -> Handler:
 @admin_route
 async def stats(request: web.Request) -> web.Response:
     rt = _rt(request)
-    live, _ = await rt.bus.instances()
-    replies = await rt.bus.call(live, "stats", {}, GATHER_TIMEOUT_S)
+    live, _ = await rt.bus.presence.instances()
+    replies = await rt.bus.control.call(live, "stats", {}, GATHER_TIMEOUT_S)
     by_platform: dict[str, int] = {}
     by_type: dict[str, int] = {}
     inbound = outbound = total = 0
@@ -119,14 +119,14 @@ async def stats(request: web.Request) -> web.Response:
 async def user_connections(request: web.Request) -> web.Response:
     rt = _rt(request)
     user_id = uuid_str(request.match_info["user_id"], "userId", InvalidMessage)
-    entries = await rt.bus.user_connections(user_id)
+    entries = await rt.bus.presence.user_connections(user_id)
     by_instance: dict[str, list[str]] = {}
     for e in entries:
         by_instance.setdefault(e.instance_id, []).append(e.conn_id)
-    live, _ = await rt.bus.instances()
+    live, _ = await rt.bus.presence.instances()
     asked = [i for i in by_instance if i in live]
     conn_ids = [e.conn_id for e in entries]
-    replies = await rt.bus.call(asked, "describe", {"connIds": conn_ids}, GATHER_TIMEOUT_S)
+    replies = await rt.bus.control.call(asked, "describe", {"connIds": conn_ids}, GATHER_TIMEOUT_S)
     details = {c["id"]: c for r in replies.values() for c in r.get("connections", []) if "id" in c}
     out = []
     for e in sorted(entries, key=lambda e: e.connected_at_ms):
@@ -145,8 +145,8 @@ async def user_connections(request: web.Request) -> web.Response:
 async def kick(request: web.Request) -> web.Response:
     rt = _rt(request)
     conn_id = uuid_str(request.match_info["conn_id"], "connectionId", InvalidMessage)
-    live, _ = await rt.bus.instances()
-    replies = await rt.bus.call(live, "kick", {"connId": conn_id}, GATHER_TIMEOUT_S)
+    live, _ = await rt.bus.presence.instances()
+    replies = await rt.bus.control.call(live, "kick", {"connId": conn_id}, GATHER_TIMEOUT_S)
     if not any(r.get("kicked") for r in replies.values()):
         raise NotFound(f"no connection {conn_id}")
     return web.Response(status=204)
@@ -181,13 +181,15 @@ async def broadcast(request: web.Request) -> web.Response:
     rt = _rt(request)
     level, message, targets = parse_broadcast(await request.read())
     check_alert_targets(targets, rt.settings.max_broadcast_targets)
-    live, _ = await rt.bus.instances()
-    req = rt.bus.new_request(live)
+    live, _ = await rt.bus.presence.instances()
+    req = rt.bus.control.new_request(live)
     env = envelope.alert_envelope(level, message, targets, req, rt.settings.instance_id)
     env["ts"] = now_ms()
     history = envelope.history_streams(env)
-    [event_id] = await rt.bus.publish([Outgoing(live, envelope.encode(env), history=history)])
-    replies = await rt.bus.gather_replies(req, GATHER_TIMEOUT_S)
+    [event_id] = await rt.bus.fanout.publish(
+        [Outgoing(live, envelope.encode(env), history=history)]
+    )
+    replies = await rt.bus.control.gather_replies(req, GATHER_TIMEOUT_S)
     return web.json_response(
         {
             "delivered": sum(int(r.get("delivered", 0)) for r in replies.values()),

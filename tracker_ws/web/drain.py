@@ -54,7 +54,7 @@ async def drain(rt: Runtime) -> None:
 async def _heartbeat(rt: Runtime) -> None:
     while True:
         with contextlib.suppress(Exception):
-            await rt.bus.heartbeat(LIVENESS_TTL_S)
+            await rt.bus.presence.heartbeat(LIVENESS_TTL_S)
         await asyncio.sleep(JANITOR_INTERVAL_S)
 
 

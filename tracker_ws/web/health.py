@@ -18,9 +18,9 @@ def runtime(request: web.Request) -> Runtime:
 
 async def health(request: web.Request) -> web.Response:
     rt = runtime(request)
-    redis_ok = await rt.bus.ping()
+    redis_ok = await rt.bus.fanout.ping()
     # A dead or resubscribing delivery listener means no deliveries, even if PING works.
-    listener = rt.bus.listener_state
+    listener = rt.bus.fanout.listener_state
     broker_ok = rt.broker_ok
     if rt.draining:
         status = "draining"

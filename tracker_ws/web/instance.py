@@ -41,17 +41,17 @@ def add_routes(aio: web.Application, rt: Runtime) -> None:
 def connect_runtime(rt: Runtime) -> None:
     """Answer control commands (stats, describe, kick) and report how many connections an
     event carrying a request id reached (admin broadcasts)."""
-    rt.bus.on_command(control.make_handler(rt))
+    rt.bus.control.on_command(control.make_handler(rt))
 
     def reply(target: str, req: str, payload: dict[str, Any]) -> None:
-        asyncio.get_running_loop().create_task(rt.bus.reply(target, req, payload))
+        asyncio.get_running_loop().create_task(rt.bus.control.reply(target, req, payload))
 
     rt.hub.reply = reply
 
 
 async def start_delivery(rt: Runtime) -> None:
     """Receive this instance's deliveries into the hub; start the registry/state writer."""
-    await rt.bus.start(rt.hub.deliver)
+    await rt.bus.fanout.start(rt.hub.deliver)
     rt.writeback.start()
 
 

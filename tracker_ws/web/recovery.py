@@ -71,7 +71,7 @@ async def recover(session: Session, last_event_id: int) -> Outcome:
     rt = session.rt
     # A quick reconnect to the same instance may find its own state still queued for writing.
     await rt.writeback.flush(timeout=1.0)
-    raw, seen = await rt.bus.load_state(session.state_key)
+    raw, seen = await rt.bus.store.load_state(session.state_key)
     if raw is None:
         return Outcome(False, EXPIRED if seen else NO_STATE)
     state = orjson.loads(raw)
@@ -92,7 +92,7 @@ async def recover(session: Session, last_event_id: int) -> Outcome:
     # recovery soak: an alert lost by a client reconnecting after 4009).
     streams = envelope.session_streams(session.user.user_id, session.user.company_id)
     try:
-        events, trimmed = await rt.bus.read_history(streams, last_event_id, HISTORY_CAP)
+        events, trimmed = await rt.bus.store.read_history(streams, last_event_id, HISTORY_CAP)
     except BackendUnavailable:
         outcome.recovered, outcome.reason = False, UNAVAILABLE
         return outcome

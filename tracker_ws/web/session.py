@@ -542,7 +542,7 @@ class Session:
     async def position_snapshot(self, wanted: list[str]) -> bytes:
         """One positionBatch with the latest known position, status and sensors of `wanted`."""
         registry = self.rt.registry
-        latest = await self.rt.bus.last_positions(wanted)
+        latest = await self.rt.bus.fanout.last_positions(wanted)
         offline_ms = self.rt.settings.offline_after_s * 1000
         now = now_ms()
         fragments = []

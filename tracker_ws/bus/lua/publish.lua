@@ -1,18 +1,23 @@
 -- Atomically: take the next global eventIds for a batch, send each instance its records
--- on ws:deliver:{instanceId}, mirror last positions, and drop duplicates.
--- and append replayable events to their bounded history streams.
+-- on its delivery channel, mirror last positions, drop duplicates and stale fixes, and append
+-- replayable events to their bounded history streams.
+-- Every key is in KEYS (a Redis Cluster routes by them; bus/keys.py puts them on one slot):
 -- KEYS[1] = event id counter, KEYS[2] = last-position hash, KEYS[3] = last fix time hash,
 -- KEYS[4] = the set of instances: the target '*' means every instance registered there now
 -- (resolved here, in the same atomic step, so no instance misses an event because the
 -- publisher's view of the cluster was a few seconds old).
+-- KEYS[5...] = per item, in batch order: its dedupe key (if it has a dedupe id), then for each
+-- of its history streams the stream key and the stream's floor key.
 -- ARGV = n, dedupe TTL (s), history cap (entries per stream), history TTL (s), id floor,
---        batch: the n items packed into one string (RedisBus.pack_batch; one argument instead
+--        batch: the n items packed into one string (redis.pack_batch; one argument instead
 --        of ~8 per item, whose packing dominated the publisher's CPU). Per item, a header line
 --        "<ntargets> <nhistory> <fix ms or -> <len vehicle> <len dedupe> <len payload>
 --        <len target>... <len history stream>...\n" (lengths in bytes), then the strings
 --        themselves, back to back: vehicleId ('' for none), dedupe id ('' for none),
 --        target..., history stream..., payload.
--- The ARGV layout and the reply are private to this script and RedisBus.publish: each
+--        Then the delivery channel prefix ('ws:deliver:') and the command that sends on it
+--        ('PUBLISH'; a cluster: 'SPUBLISH' on a channel in the keys' slot).
+-- The ARGV layout and the reply are private to this script and RedisFanout.publish: each
 -- instance runs its own copy (by SHA), so instances of two versions share one Redis during a
 -- rolling upgrade. What they share -- the delivery message format below, the keys and their
 -- values -- must not change.
@@ -20,7 +25,7 @@
 -- returned ids): after a failover the new partition owner re-reads fixes that were already
 -- published, and they must not go out again, nor move a vehicle back in time.
 -- History entries use the eventId as their stream id, so "everything after N" is one XRANGE.
--- When a stream is trimmed past its cap, '<stream>:floor' keeps the highest trimmed id, so a
+-- When a stream is trimmed past its cap, its floor key keeps the highest trimmed id, so a
 -- reader can tell that events after its lastEventId may be gone.
 -- An item whose dedupe id was seen within the TTL (the same event from Kafka and from a
 -- Redis channel, or from two instances) gets no eventId: 0 among the returned ids.
@@ -34,6 +39,9 @@ local ids = {}
 local per_target = {}
 local order = {}
 local blob = ARGV[6]
+local deliver_prefix = ARGV[7]
+local send = ARGV[8]
+local kc = 5 -- the next item key in KEYS
 local at = 1
 local match, sub = string.match, string.sub
 local ONE, NONE = {}, {}
@@ -94,8 +102,11 @@ for k = 1, n do
   at = at + plen
   local fresh = true
   if dedupe ~= '' then
-    fresh = redis.call('SET', 'ws:dedupe:' .. dedupe, '1', 'NX', 'EX', ttl) ~= false
+    fresh = redis.call('SET', KEYS[kc], '1', 'NX', 'EX', ttl) ~= false
+    kc = kc + 1
   end
+  local kstreams = kc -- this item's stream keys (and floors) start here
+  kc = kc + 2 * #streams
   if fresh and fix_ms ~= '' then
     local previous = redis.call('HGET', KEYS[3], vehicle)
     if previous and tonumber(previous) >= tonumber(fix_ms) then
@@ -131,12 +142,14 @@ for k = 1, n do
     if vehicle ~= '' then
       redis.call('HSET', KEYS[2], vehicle, id .. ' ' .. payload)
     end
-    for _, stream in ipairs(streams) do
+    for j = 1, #streams do
+      local stream = KEYS[kstreams + 2 * (j - 1)]
+      local floor_key = KEYS[kstreams + 2 * (j - 1) + 1]
       redis.call('XADD', stream, id .. '-0', 'e', payload)
       local len = redis.call('XLEN', stream)
       if len > cap then
         local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - cap)
-        redis.call('SET', stream .. ':floor', string.match(old[#old][1], '^(%d+)'),
+        redis.call('SET', floor_key, string.match(old[#old][1], '^(%d+)'),
           'EX', history_ttl)
         redis.call('XTRIM', stream, 'MAXLEN', cap)
       end
@@ -147,7 +160,7 @@ for k = 1, n do
   end
 end
 for _, target in ipairs(order) do
-  redis.call('PUBLISH', 'ws:deliver:' .. target, table.concat(per_target[target]))
+  redis.call(send, deliver_prefix .. target, table.concat(per_target[target]))
 end
 -- One string of n space-separated ids: a reply of n integers cost the caller's RESP parser
 -- a read per item.

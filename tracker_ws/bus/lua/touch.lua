@@ -1,8 +1,8 @@
--- lastSeen of many connections and the TTL of their saved states, in one call (seed §4).
--- ARGV = state TTL (ms), then per connection: userId, connId, registry value, state key
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV, 4 do
-  redis.call('HSET', 'ws:conn:user:' .. ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  redis.call('PEXPIRE', 'ws:state:' .. ARGV[i + 3], ttl)
+-- lastSeen of many connections in one call (seed §4); one reply instead of one per connection.
+-- KEYS = the ws:conn:user:{userId} hash of each connection (a single Redis only: in a cluster
+-- they are on many slots and RedisPresence uses a pipeline).
+-- ARGV = per connection, in KEYS order: connId, registry value
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
 end
-return (#ARGV - 1) / 4
+return #KEYS
