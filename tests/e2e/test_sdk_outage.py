@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from tests.conftest import Cluster, start_cluster
 from tests.support.checks import warm_up_event_partitions
 from tests.support.fleet import Company, EventSource, FleetDriver, Replayable, new_id
-from tests.support.node_sdk import NodeSdkClient, requires_node_sdk
+from tests.support.node_sdk import NodeSdkClient, build_sdk, requires_node_sdk
 from tracker_ws_dev import wait_for
 
 pytestmark = requires_node_sdk
@@ -68,6 +68,7 @@ async def test_sdk_client_recovers_every_event_after_kill_9_and_an_outage(
     outage_s: float, lone_worker: Cluster, fleet: FleetDriver
 ) -> None:
     (worker,) = lone_worker.workers
+    await asyncio.to_thread(build_sdk)  # the driver imports clients/js/dist: the current source
     r = aioredis.Redis.from_url(lone_worker.redis_url)
     company = Company()
     user = new_id()
