@@ -4,8 +4,10 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODE_STAMP := tests/e2e/node_modules/.installed
+SDK_STAMP  := clients/js/node_modules/.installed
+CHROMIUM   := /usr/bin/chromium
 
-.PHONY: run test soak lint unit integration e2e bench clean fmt ops-tools
+.PHONY: run test soak lint unit integration e2e bench clean fmt ops-tools sdk chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +21,25 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 $(NODE_STAMP): tests/e2e/package.json
 	cd tests/e2e && npm install --no-audit --no-fund --silent
 	touch $(NODE_STAMP)
+
+# The client SDK (clients/js): TypeScript and Leaflet from npm; `npm ci` compiles the SDK
+# into clients/js/dist (its `prepare` script). The page's copies in tracker_ws/web/static/sdk and
+# vendor/leaflet are committed; `make sdk` refreshes them after an edit (a test checks them).
+$(SDK_STAMP): clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --silent
+	touch $(SDK_STAMP)
+
+sdk: $(SDK_STAMP)
+	cd clients/js && npm run build --silent
+
+# The map page's browser test drives the Debian `chromium`: installed here when missing and
+# root may (apt-get); otherwise that test is skipped and says why.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "[make] installing the Debian chromium for the map page's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "[make] $(CHROMIUM) is missing and this is not root: the browser test will be skipped"; fi
 
 run: $(STAMP)
 	$(BIN)/python -m tracker_ws dev
@@ -37,12 +58,12 @@ ops-tools:
 	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
 	else echo "note: tests/ops will skip until these are installed:$$missing"; fi
 
-test: $(STAMP) $(NODE_STAMP) ops-tools
+test: $(STAMP) $(NODE_STAMP) $(SDK_STAMP) chromium ops-tools
 	$(BIN)/python -m pytest -q
 
 # The randomised recovery and rolling-restart runs with new seeds (3 instances): ~2 min.
 # Replay one with RECOVERY_SEED=… or ROLLING_SEED=… as printed.
-soak: $(STAMP) $(NODE_STAMP)
+soak: $(STAMP) $(NODE_STAMP) $(SDK_STAMP)
 	$(BIN)/python -m pytest -q -m soak
 
 unit: $(STAMP)
@@ -70,4 +91,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) tests/e2e/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) tests/e2e/node_modules clients/js/node_modules clients/js/dist .pytest_cache .mypy_cache .ruff_cache *.egg-info
