@@ -844,6 +844,8 @@ async def s5_backlog(
         if done:  # drained inside the window: the middle 80 % of the backlog
             lo = next((x for x in samples if x[1] - ok0 >= 0.1 * processed), samples[0])
             hi = next((x for x in samples if x[1] - ok0 >= 0.9 * processed), samples[-1])
+            if hi is lo:  # drained between two samples (quick sizes): from the start instead
+                lo = samples[0]
         else:  # still draining: from 1 s after the start to the end of the window
             lo = next((x for x in samples if x[0] - t_start >= 1.0), samples[0])
             hi = samples[-1]
