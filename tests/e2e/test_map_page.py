@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from tests.conftest import Cluster, start_cluster
 from tests.support.checks import warm_up_event_partitions
 from tests.support.fleet import Company, EventSource, FleetDriver, new_id
-from tracker_ws_dev import Worker
+from tracker_ws_dev.stack import Worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -24,7 +24,7 @@ from tests.conftest import Cluster, start_cluster
 from tests.support.checks import warm_up_event_partitions
 from tests.support.fleet import Company, EventSource, FleetDriver, Replayable, new_id
 from tests.support.node_sdk import NodeSdkClient, build_sdk, requires_node_sdk
-from tracker_ws_dev import wait_for
+from tracker_ws_dev.stack import wait_for
 
 pytestmark = requires_node_sdk
 
