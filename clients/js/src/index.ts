@@ -167,6 +167,11 @@ export interface TrackerOptions extends BackoffOptions {
   pingIntervalMs?: number;
   /** Reconnect when no `pong` came this long after a ping. Default 10 000. */
   pongTimeoutMs?: number;
+  /**
+   * Give up on an attempt whose socket has not opened this long after it was started (a server
+   * that accepts the TCP connection but never answers the handshake) and retry. Default 10 000.
+   */
+  connectTimeoutMs?: number;
   /** Send the token as `?token=` instead of the `bearer` subprotocol (not recommended). */
   tokenInQuery?: boolean;
   /** Extra query parameters, e.g. `{ device: 'phone' }` (separate recovery state per device). */
@@ -234,6 +239,7 @@ export class TrackerWebSocket {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private pongTimer: ReturnType<typeof setTimeout> | null = null;
+  private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly seen = new Set<number>();
   private readonly seenOrder: number[] = [];
 
@@ -445,9 +451,19 @@ export class TrackerWebSocket {
       return;
     }
     this.ws = ws;
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      if (gen !== this.generation || this.stopped || this.opened) return;
+      const stuck = this.release();
+      const reason = 'connect timeout';
+      if (stuck) safeClose(stuck, CLOSE_CODES.NORMAL, reason);
+      this.lastClose = { code: CLOSE_CODES.ABNORMAL, reason };
+      this.scheduleRetry(CLOSE_CODES.ABNORMAL, reason);
+    }, this.options.connectTimeoutMs ?? 10_000);
     ws.onopen = () => {
       if (gen !== this.generation) return;
       this.opened = true;
+      this.clearConnectTimer();
       this.startHeartbeat();
     };
     ws.onmessage = (event: { data: unknown }) => {
@@ -594,7 +610,10 @@ export class TrackerWebSocket {
       const headers: Record<string, string> = this.token
         ? { Authorization: `Bearer ${this.token}` }
         : {};
-      const res = await doFetch(url.toString(), { headers });
+      // Bounded: a server that never answers must not hold up the next retry.
+      const timeout = (AbortSignal as { timeout?: (ms: number) => AbortSignal }).timeout;
+      const signal = typeof timeout === 'function' ? timeout(5_000) : undefined;
+      const res = await doFetch(url.toString(), { headers, signal });
       let body: { code?: string; message?: string } = {};
       try {
         body = (await res.json()) as typeof body;
@@ -658,6 +677,7 @@ export class TrackerWebSocket {
   private release(): WebSocketLike | null {
     this.generation++;
     this.stopHeartbeat();
+    this.clearConnectTimer();
     const ws = this.ws;
     this.ws = null;
     this.opened = false;
@@ -668,6 +688,13 @@ export class TrackerWebSocket {
       ws.onerror = () => {}; // ws (Node) throws on an unhandled error event
     }
     return ws;
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
   }
 
   private clearRetry(): void {

@@ -341,3 +341,25 @@ test('a refused handshake is asked over HTTP: a bad token is final, with the rea
   mock.timers.tick(10 * 60_000);
   assert.equal(FakeSocket.all.length, 2);
 });
+
+test('an attempt whose handshake never completes is given up after connectTimeoutMs', async () => {
+  const { c, states } = client({ connectTimeoutMs: 3_000 });
+  c.connect();
+  const stuck = FakeSocket.last();
+  mock.timers.tick(2_999);
+  assert.equal(stuck.closedWith, null, 'not before the timeout');
+  mock.timers.tick(1);
+  assert.ok(stuck.closedWith, 'the stuck socket is closed');
+  const r = states[states.length - 1];
+  assert.equal(r.state, 'reconnecting');
+  assert.equal(r.reason, 'connect timeout');
+  await settle();
+  assert.equal(states[states.length - 1], r, "the stuck socket's late close changes nothing");
+  mock.timers.tick(r.delayMs);
+  assert.equal(FakeSocket.all.length, 2);
+  FakeSocket.last().hello();
+  mock.timers.tick(20_000); // past the connect timeout, before the first ping: still open
+  assert.equal(FakeSocket.all.length, 2);
+  assert.equal(c.state, 'open');
+  c.disconnect();
+});

@@ -57,6 +57,7 @@ export class TrackerWebSocket {
         this.retryTimer = null;
         this.pingTimer = null;
         this.pongTimer = null;
+        this.connectTimer = null;
         this.seen = new Set();
         this.seenOrder = [];
         this.token = token;
@@ -243,10 +244,22 @@ export class TrackerWebSocket {
             return;
         }
         this.ws = ws;
+        this.connectTimer = setTimeout(() => {
+            this.connectTimer = null;
+            if (gen !== this.generation || this.stopped || this.opened)
+                return;
+            const stuck = this.release();
+            const reason = 'connect timeout';
+            if (stuck)
+                safeClose(stuck, CLOSE_CODES.NORMAL, reason);
+            this.lastClose = { code: CLOSE_CODES.ABNORMAL, reason };
+            this.scheduleRetry(CLOSE_CODES.ABNORMAL, reason);
+        }, this.options.connectTimeoutMs ?? 10000);
         ws.onopen = () => {
             if (gen !== this.generation)
                 return;
             this.opened = true;
+            this.clearConnectTimer();
             this.startHeartbeat();
         };
         ws.onmessage = (event) => {
@@ -400,7 +413,10 @@ export class TrackerWebSocket {
             const headers = this.token
                 ? { Authorization: `Bearer ${this.token}` }
                 : {};
-            const res = await doFetch(url.toString(), { headers });
+            // Bounded: a server that never answers must not hold up the next retry.
+            const timeout = AbortSignal.timeout;
+            const signal = typeof timeout === 'function' ? timeout(5000) : undefined;
+            const res = await doFetch(url.toString(), { headers, signal });
             let body = {};
             try {
                 body = (await res.json());
@@ -462,6 +478,7 @@ export class TrackerWebSocket {
     release() {
         this.generation++;
         this.stopHeartbeat();
+        this.clearConnectTimer();
         const ws = this.ws;
         this.ws = null;
         this.opened = false;
@@ -472,6 +489,12 @@ export class TrackerWebSocket {
             ws.onerror = () => { }; // ws (Node) throws on an unhandled error event
         }
         return ws;
+    }
+    clearConnectTimer() {
+        if (this.connectTimer !== null) {
+            clearTimeout(this.connectTimer);
+            this.connectTimer = null;
+        }
     }
     clearRetry() {
         if (this.retryTimer !== null) {
