@@ -20,7 +20,7 @@ import redis
 
 from tracker_ws.domain.errors import BackendUnavailable
 from tracker_ws_dev.processes import ManagedProcess, free_port
-from tracker_ws_dev.redis_server import redis_server_binary
+from tracker_ws_dev.redis_server import redis_server_binary, throwaway_argv
 
 SLOTS = 16384
 
@@ -43,13 +43,10 @@ class ClusterNodeServer:
         self._process: ManagedProcess | None = None
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
+        argv = throwaway_argv(
             self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
+            self.port,
+            self.data_dir,
             "--cluster-enabled",
             "yes",
             "--cluster-port",
@@ -58,17 +55,7 @@ class ClusterNodeServer:
             str(self.data_dir / "nodes.conf"),
             "--cluster-node-timeout",
             "2000",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.data_dir),
-            "--daemonize",
-            "no",
-            "--logfile",
-            "",
-        ]
+        )
         self._process = ManagedProcess(
             argv, log_path=self.log_path, name=f"redis-cluster:{self.port}"
         )

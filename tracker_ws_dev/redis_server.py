@@ -59,6 +59,30 @@ def redis_ready(url: str, timeout: float = 1.0) -> bool:
     return _redis_process_id(url, timeout) is not None
 
 
+def throwaway_argv(binary: str, port: int, data_dir: Path, *extra: str) -> list[str]:
+    """redis-server on 127.0.0.1:`port` keeping nothing (no RDB, no AOF), logging to stdout
+    (the ManagedProcess log), in `data_dir` (created here); `extra` options follow."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",
+        *extra,
+    ]
+
+
 class RedisServer(Server):
     """A throw-away redis-server: no RDB snapshots, no AOF, so a restart starts empty."""
 
@@ -74,24 +98,7 @@ class RedisServer(Server):
         return self.log_dir / f"redis-{self.port}-data"
 
     def _argv(self) -> list[str]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.data_dir),
-            "--daemonize",
-            "no",
-            "--logfile",
-            "",  # log to stdout, i.e. our log file
-        ]
+        return throwaway_argv(self.binary, self.port, self.data_dir)
 
     def _probe(self, proc: ManagedProcess, timeout: float) -> bool:
         # The log line first (cheap, and it means *our* child bound the port), then a real PING
