@@ -22,7 +22,14 @@ import redis.asyncio as aioredis
 
 from tests.conftest import Cluster, start_cluster
 from tests.support.checks import warm_up_event_partitions
-from tests.support.fleet import Company, EventSource, FleetDriver, Replayable, new_id
+from tests.support.fleet import (
+    Company,
+    EventSource,
+    FleetDriver,
+    Replayable,
+    new_id,
+    publish_some,
+)
 from tests.support.node_sdk import NodeSdkClient, build_sdk, requires_node_sdk
 from tracker_ws_dev.stack import wait_for
 
@@ -41,19 +48,6 @@ def lone_worker(topics: str, redis_url: str, devstack_dir: Path) -> Iterator[Clu
         yield cluster
     finally:
         cluster.stop()
-
-
-async def publish(
-    events: EventSource, company: Company, user: str, vid: str, n: int, sources: tuple[str, ...]
-) -> list[Replayable]:
-    out = []
-    for i in range(n):
-        source = sources[i % len(sources)]
-        if i % 2:
-            out.append(await events.geo(company.company_id, vid, source=source))
-        else:
-            out.append(await events.notification(user, source=source))
-    return out
 
 
 @pytest.mark.timeout(300)
@@ -89,7 +83,7 @@ async def test_sdk_client_recovers_every_event_after_kill_9_and_an_outage(
         await node.wait_until(
             lambda: any(line.get("lat") == 60.0 for line in node.lines), 20, "a first position"
         )
-        before = await publish(events, company, user, vid, 6, ("redis", "kafka"))
+        before = await publish_some(events, company, user, vid, 6, ("redis", "kafka"))
         await node.wait_until(
             lambda: {e.marker for e in before} <= {x["marker"] for x in node.replayable()},
             20,
@@ -107,7 +101,7 @@ async def test_sdk_client_recovers_every_event_after_kill_9_and_an_outage(
         # The outage: events keep coming through Kafka (nobody consumes them until the restart).
         during: list[Replayable] = []
         while time.monotonic() - killed < outage_s:
-            during += await publish(events, company, user, vid, 2, ("kafka",))
+            during += await publish_some(events, company, user, vid, 2, ("kafka",))
             await asyncio.sleep(1.0)  # the pace of production during the outage
         await node.wait_until(
             lambda: sum(s["state"] == "reconnecting" for s in node.states()) >= 2,
@@ -124,7 +118,7 @@ async def test_sdk_client_recovers_every_event_after_kill_9_and_an_outage(
         )
         reconnected = time.monotonic()
         hello = node.hellos()[-1]
-        after = await publish(events, company, user, vid, 4, ("redis", "kafka"))
+        after = await publish_some(events, company, user, vid, 4, ("redis", "kafka"))
         await fleet.send_fix(vid, lat=61.0)
         everything = before + during + after
         want = {e.marker for e in everything}

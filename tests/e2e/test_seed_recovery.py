@@ -33,6 +33,7 @@ from tests.support.fleet import (
     FleetDriver,
     Replayable,
     new_id,
+    publish_some,
     where_published,
 )
 from tests.support.node_seed import Line, NodeSeedClient, requires_node_seed
@@ -71,19 +72,6 @@ class SeedNode(NodeSeedClient):
         return [
             line["eventId"] for line in self.lines if line.get("cb") in ("notification", "geoEvent")
         ]
-
-
-async def publish_some(
-    events: EventSource, company: Company, user: str, vid: str, n: int, sources: tuple[str, ...]
-) -> list[Replayable]:
-    out = []
-    for i in range(n):
-        source = sources[i % len(sources)]
-        if i % 2:
-            out.append(await events.geo(company.company_id, vid, source=source))
-        else:
-            out.append(await events.notification(user, source=source))
-    return out
 
 
 def check_exactly_once(

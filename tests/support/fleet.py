@@ -269,3 +269,18 @@ async def where_published(redis: Any, events: list[Replayable]) -> list[str]:
         + (f"published as eventId {found[e.marker]}" if e.marker in found else "never published")
         for e in events
     ]
+
+
+async def publish_some(
+    events: EventSource, company: Company, user: str, vid: str, n: int, sources: tuple[str, ...]
+) -> list[Replayable]:
+    """`n` replayable events, notifications for `user` and geo events of `vid` in turn, their
+    sources taking turns from `sources` ("kafka", "redis")."""
+    out = []
+    for i in range(n):
+        source = sources[i % len(sources)]
+        if i % 2:
+            out.append(await events.geo(company.company_id, vid, source=source))
+        else:
+            out.append(await events.notification(user, source=source))
+    return out
