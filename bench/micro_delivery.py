@@ -177,7 +177,7 @@ def bench_redis_publish(repeats: int) -> tuple[float, float] | None:
 class _Conn:
     """The part of web.session.Session that Hub.deliver touches, with the real Outbox."""
 
-    __slots__ = ("conn_id", "delivered", "outbox", "perms", "user")
+    __slots__ = ("conn_id", "delivered", "outbox", "perms", "shared", "stream", "user")
 
     def __init__(self, user: UserContext) -> None:
         self.conn_id = uuid.uuid4().hex
@@ -185,6 +185,8 @@ class _Conn:
         self.perms = Permissions(user)
         self.outbox = Outbox(10_000, 0.1)
         self.delivered = 0
+        self.stream: object = None  # its position stream (a Hub without a Flusher: private)
+        self.shared = False
 
     def push_position(
         self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes

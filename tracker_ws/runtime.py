@@ -16,6 +16,7 @@ from tracker_ws.metrics import Metrics
 from tracker_ws.web.expiry import Expiries
 from tracker_ws.web.flusher import Flusher
 from tracker_ws.web.hub import Hub
+from tracker_ws.web.streams import PositionStreams
 
 if TYPE_CHECKING:
     from tracker_ws.auth import TokenVerifier
@@ -57,16 +58,18 @@ class Runtime:
         registry = VehicleRegistry()
         geozones = GeozoneState()
         bus = make_bus(settings)
+        flusher = Flusher(flush_tick_s(settings), metrics.count_sent)
+        streams = PositionStreams(flusher, settings.flush_window_ms / 1000)
         rt = cls(
             settings=settings,
             metrics=metrics,
             registry=registry,
             geozones=geozones,
-            hub=Hub(metrics, registry, geozones),
+            hub=Hub(metrics, registry, geozones, streams),
             bus=bus,
             writeback=WriteBack(bus.presence, bus.store, settings.state_ttl_s),
             verifier=TokenVerifier.from_settings(settings),
-            flusher=Flusher(flush_tick_s(settings), metrics.count_sent),
+            flusher=flusher,
             expiries=Expiries(),
         )
         metrics.watch_state(

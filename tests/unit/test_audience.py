@@ -135,6 +135,8 @@ class Conn:
         self.perms = Permissions(user)
         self.subs = subs
         self.info = SimpleNamespace(platform="web")
+        self.stream = None  # the Hub keeps its position stream here
+        self.shared = False
 
 
 def random_session(rng: random.Random, n: int) -> Conn:

@@ -41,6 +41,8 @@ class Conn:
         self.perms = Permissions(user)
         self.got: list[tuple[str, int, bytes | None, bytes]] = []
         self.events: list[int] = []
+        self.stream = None  # the Hub keeps its position stream here
+        self.shared = False
 
     def push_position(
         self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes

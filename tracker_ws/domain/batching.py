@@ -48,6 +48,28 @@ class Outbox:
         """Keep only the newest fix per vehicle. `single` None: send inside a batch only."""
         self._positions[vehicle_id] = (event_id, single, fragment)
 
+    def pending_positions(self) -> dict[str, tuple[int, bytes | None, bytes]]:
+        """The coalesced positions not yet taken (vehicleId -> eventId, single, fragment);
+        `take` replaces the dict, so a reference kept across it still holds what it took."""
+        return self._positions
+
+    @property
+    def last_flush(self) -> float:
+        return self._last_flush
+
+    def adopt(
+        self, positions: dict[str, tuple[int, bytes | None, bytes]], last_flush: float
+    ) -> None:
+        """Take over another outbox's pending positions and its window (a connection leaving
+        a shared position stream, web/streams.py): the newest fix per vehicle wins."""
+        mine = self._positions
+        for vid, item in positions.items():
+            held = mine.get(vid)
+            if held is None or held[0] < item[0]:
+                mine[vid] = item
+        if last_flush > self._last_flush:
+            self._last_flush = last_flush
+
     @property
     def has_work(self) -> bool:
         return bool(self._frames or self._positions)

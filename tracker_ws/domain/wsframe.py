@@ -24,12 +24,18 @@ class FramedOnce:
     def __init__(self) -> None:
         self._frames: dict[bytes, _Written] = {}
 
-    def frame(self, payload: bytes) -> bytes:
+    def frame(self, payload: bytes, writes: int = 1) -> bytes:
+        """The frame of `payload`, counted as written `writes` times (0: count later, with
+        `count`)."""
         written = self._frames.get(payload)
         if written is None:
             written = self._frames[payload] = _Written(text_frame(payload))
-        written.count += 1
+        written.count += writes
         return written.frame
+
+    def count(self, payload: bytes, writes: int) -> None:
+        """`writes` more writes of a payload framed in this pass."""
+        self._frames[payload].count += writes
 
     def counts(self) -> dict[bytes, int]:
         """Writes per message (the payload) in this pass."""

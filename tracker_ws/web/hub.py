@@ -35,6 +35,7 @@ from tracker_ws.domain.protocol import (
 from tracker_ws.domain.registry import VehicleRegistry
 from tracker_ws.domain.subscriptions import position_keys
 from tracker_ws.metrics import Metrics
+from tracker_ws.web.streams import PositionStreams
 
 if TYPE_CHECKING:
     from tracker_ws.web.session import Session
@@ -88,6 +89,7 @@ class Hub:
         metrics: Metrics,
         registry: VehicleRegistry | None = None,
         geozones: GeozoneState | None = None,
+        streams: PositionStreams | None = None,
     ) -> None:
         self.metrics = metrics
         # `is None`, not `or`: an empty registry is falsy (it has a length).
@@ -95,6 +97,8 @@ class Hub:
         self.geozones = geozones if geozones is not None else GeozoneState()
         self.sessions: dict[str, Session] = {}
         self.index: SubscriptionIndex[Session] = SubscriptionIndex()
+        # Positions go to streams of connections with the same keys (web/streams.py).
+        self.streams = streams if streams is not None else PositionStreams()
         self.listeners: list[InterestListener] = []
         self.inbound = RateMeter()
         self.outbound = RateMeter()
@@ -120,12 +124,16 @@ class Hub:
         self.metrics.connections_total.labels(self.metrics.instance, "closed").inc()
 
     def subscribe(self, session: Session, keys: Iterable[str]) -> None:
+        keys = list(keys)
         first = self.index.add(session, keys)
+        self.streams.update(session, added=keys)
         if first:
             self._notify(first, [])
 
     def unsubscribe(self, session: Session, keys: Iterable[str]) -> None:
+        keys = list(keys)
         last = self.index.remove(session, keys)
+        self.streams.update(session, removed=keys)
         if last:
             self._notify([], last)
 
@@ -286,8 +294,8 @@ class Hub:
         raw_groups = env["g"]
         if type(raw_groups) is not list:
             raw_groups = list(cast(list[str], raw_groups))
-        conns = self.index.lookup(self._position_keys(vid, company, raw_groups))
-        if not conns:
+        streams = self.streams.lookup(self._position_keys(vid, company, raw_groups))
+        if not streams:
             return 0
         pos = orjson.dumps(env["p"])
         single_head, fragment_head = self._heads(vid, str(env.get("n", "")))
@@ -307,18 +315,17 @@ class Hub:
             latencies.append(max(0.0, (now_ms - ts) / 1000))
         delivered = 0
         groups: frozenset[str] | None = None
-        for conn in conns:
-            perms = conn.perms
+        for stream in streams:
             # Defence in depth: never cross companies, whatever the index says.
-            if company != perms.user.company_id:
+            if company != stream.company:
                 continue
-            if perms.narrowed:
+            perms = stream.perms  # a narrowed user's own stream
+            if perms is not None:
                 if groups is None:
                     groups = frozenset(raw_groups)
                 if not perms.can_see(vid, company, groups):
                     continue
-            conn.push_position(vid, event_id, single, fragment)
-            delivered += 1
+            delivered += stream.push_position(vid, event_id, single, fragment)
         return delivered
 
 

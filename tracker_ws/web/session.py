@@ -78,6 +78,7 @@ from tracker_ws.web.recovery import (
     state_document,
     subscribed_vehicles,
 )
+from tracker_ws.web.streams import PositionStream
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
@@ -121,7 +122,9 @@ class Session:
         "perms",
         "replay",
         "rt",
+        "shared",
         "state_key",
+        "stream",
         "subs",
         "user",
         "ws",
@@ -160,6 +163,10 @@ class Session:
         self.replay: list[tuple[int, bytes]] | None = None
         # The Flusher's: IDLE, NOW or the tick it is due at.
         self.flush_slot = IDLE
+        # The position stream of its subscriptions (web/streams.py) and whether the stream
+        # writes its positions (shared) or hands them to this connection (private).
+        self.stream: PositionStream | None = None
+        self.shared = False
         self._flusher = rt.flusher
         # Written to by the Flusher once the connection is live (after a reconnect's replay
         # was queued); None: nothing to write to (the connection is gone).
@@ -180,6 +187,10 @@ class Session:
 
     # ------------------------------------------------------------ outbound
     def push(self, frame: bytes) -> None:
+        if self.shared:
+            # Its stream's pending positions go out first, then this frame, from here.
+            assert self.stream is not None
+            self.stream.detach(self)
         # Until the connection is live (a reconnect's replay) the limit does not apply: a
         # client that missed more than the queue limit must still be able to catch up.
         if not self.outbox.push(frame, force=not self._live):
@@ -251,6 +262,50 @@ class Session:
         elif self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         return len(frames)
+
+    # ------------------------------------------------------------ its position stream
+    def shareable(self) -> bool:
+        transport = self._transport
+        return (
+            self._live
+            and self._held is None
+            and self.flush_slot == IDLE
+            and not self.outbox.has_work
+            and transport is not None
+            and not transport.is_closing()
+            and not self.ws.closed
+            and transport.get_write_buffer_size() <= self._high_water
+        )
+
+    def write_shared(self, wire: bytes, event_id: int) -> bool:
+        transport = self._transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or self.ws.closed
+            or transport.get_write_buffer_size() > self._high_water
+        ):
+            return False
+        try:
+            transport.write(wire)
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("writing to %s failed: %s", self.conn_id, exc)
+            self._transport = None
+            self.close_soon(CloseCode.GOING_AWAY, "write failed")
+            return False
+        if event_id > self.last_event_id:
+            self.last_event_id = event_id
+        return True
+
+    def leave_shared(
+        self, positions: dict[str, tuple[int, bytes | None, bytes]], last_flush: float
+    ) -> None:
+        self.outbox.adopt(positions, last_flush)
+        for event_id, _single, _fragment in positions.values():
+            if event_id > self.last_event_id:
+                self.last_event_id = event_id
+        if self._live and self.flush_slot == IDLE and self.outbox.has_work:
+            self._flusher.schedule(self, self.outbox.due_at())
 
     def _go_live(self) -> None:
         """Start writing: what was queued meanwhile (connected, a replay) goes out first."""
