@@ -360,7 +360,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         window = (
             f"{args.flush_window_ms} ms"
             if args.flush_window_ms is not None
-            else "the service default, 50 ms"
+            else "the service default"
         )
         print(
             f"cross-instance delivery latency over {len(samples)} deliveries "
@@ -449,7 +449,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--flush-window-ms",
         type=int,
-        help="TRACKER_WS_FLUSH_WINDOW_MS for the workers (default: the service's, 50 ms)",
+        help="TRACKER_WS_FLUSH_WINDOW_MS for the workers (default: the service's)",
     )
     p.add_argument("--log-dir", type=Path, help="keep worker/broker/Redis logs here")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
