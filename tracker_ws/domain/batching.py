@@ -14,6 +14,16 @@ import math
 
 from tracker_ws.domain.protocol import encode_position_batch
 
+# vehicleId -> (eventId, single `position` frame or None, batch fragment)
+Positions = dict[str, tuple[int, bytes | None, bytes]]
+
+# Shared and never written to: an empty outbox holds these instead of a list and a dict of its
+# own (S1 memory: 120 bytes per idle connection; most connections' positions are written by
+# their stream, web/streams.py, so their own stay empty).
+_NO_FRAMES: list[bytes] = []
+_NO_POSITIONS: Positions = {}
+_NEVER = float("-inf")
+
 
 class Outbox:
     __slots__ = ("_frames", "_last_flush", "_positions", "limit", "window")
@@ -21,10 +31,9 @@ class Outbox:
     def __init__(self, limit: int, window_s: float) -> None:
         # A list, not a deque: an empty deque is 760 bytes, per connection (S1 memory), and
         # frames only ever leave all together.
-        self._frames: list[bytes] = []
-        # vehicleId -> (eventId, single `position` frame or None, batch fragment)
-        self._positions: dict[str, tuple[int, bytes | None, bytes]] = {}
-        self._last_flush = float("-inf")
+        self._frames = _NO_FRAMES
+        self._positions = _NO_POSITIONS
+        self._last_flush = _NEVER
         self.limit = limit
         self.window = window_s
 
@@ -34,35 +43,42 @@ class Outbox:
 
         Positions already pending go out first, as a batch: the client must see eventIds in
         order, and a position that waited for the window is older than this frame."""
-        if not force and len(self._frames) >= self.limit:
+        frames = self._frames
+        if not force and len(frames) >= self.limit:
             return False
+        if frames is _NO_FRAMES:
+            frames = self._frames = []
         if self._positions:
-            self._frames.append(self._position_frame())
-            self._positions = {}
-        self._frames.append(frame)
+            frames.append(self._position_frame())
+            self._positions = _NO_POSITIONS
+        frames.append(frame)
         return True
 
     def push_position(
         self, vehicle_id: str, event_id: int, single: bytes | None, fragment: bytes
     ) -> None:
         """Keep only the newest fix per vehicle. `single` None: send inside a batch only."""
-        self._positions[vehicle_id] = (event_id, single, fragment)
+        positions = self._positions
+        if positions is _NO_POSITIONS:
+            positions = self._positions = {}
+        positions[vehicle_id] = (event_id, single, fragment)
 
-    def pending_positions(self) -> dict[str, tuple[int, bytes | None, bytes]]:
-        """The coalesced positions not yet taken (vehicleId -> eventId, single, fragment);
-        `take` replaces the dict, so a reference kept across it still holds what it took."""
+    def pending_positions(self) -> Positions:
+        """The coalesced positions not yet taken (vehicleId -> eventId, single, fragment), not
+        to be modified; `take` replaces the dict, so a reference kept across it still holds
+        what it took."""
         return self._positions
 
     @property
     def last_flush(self) -> float:
         return self._last_flush
 
-    def adopt(
-        self, positions: dict[str, tuple[int, bytes | None, bytes]], last_flush: float
-    ) -> None:
+    def adopt(self, positions: Positions, last_flush: float) -> None:
         """Take over another outbox's pending positions and its window (a connection leaving
         a shared position stream, web/streams.py): the newest fix per vehicle wins."""
         mine = self._positions
+        if positions and mine is _NO_POSITIONS:
+            mine = self._positions = {}
         for vid, item in positions.items():
             held = mine.get(vid)
             if held is None or held[0] < item[0]:
@@ -99,10 +115,13 @@ class Outbox:
         built once and the same bytes go to each (an eventId names one fix, so equal ids mean
         equal bytes)."""
         out = self._frames
-        self._frames = []
+        if out is _NO_FRAMES:
+            out = []
+        else:
+            self._frames = _NO_FRAMES
         if self._positions and now >= self._last_flush + self.window:
             out.append(self._position_frame(shared))
-            self._positions = {}
+            self._positions = _NO_POSITIONS
             self._last_flush = now
         return out
 

@@ -23,6 +23,7 @@ ABUSE_WINDOW_S = 10.0
 # Float refill arithmetic can land a hair below a whole token at exactly the retry-after time;
 # without the slack a client that waits exactly as told could be refused again.
 _EPSILON = 1e-9
+_NEVER = -math.inf  # one object, not a new float per bucket (S1 memory)
 
 
 class TokenBucket:
@@ -35,8 +36,8 @@ class TokenBucket:
             raise ValueError(f"burst must be >= 1, got {burst}")
         self._rate = float(rate)
         self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last = -math.inf  # first call refills to the full burst
+        self._tokens = self._burst  # the same float object: one per bucket, not two
+        self._last = _NEVER  # first call refills to the full burst
 
     @property
     def rate(self) -> float:

@@ -23,7 +23,13 @@ from aiohttp import WSMsgType, web
 from tracker_ws.auth import LEEWAY_S, extract_token
 from tracker_ws.bus.base import ConnectionEntry
 from tracker_ws.domain import envelope, validate
-from tracker_ws.domain.batching import Held, Outbox, SharedBatches, release_after_replay
+from tracker_ws.domain.batching import (
+    Held,
+    Outbox,
+    Positions,
+    SharedBatches,
+    release_after_replay,
+)
 from tracker_ws.domain.close import CloseCode
 from tracker_ws.domain.errors import (
     AuthError,
@@ -147,9 +153,9 @@ class Session:
         self.subs = SubscriptionSet(user.company_id, user.user_id)
         self.ws = ws
         self.info = info
-        self.outbox = Outbox(s.queue_limit, s.flush_window_ms / 1000)
+        self.outbox = Outbox(s.queue_limit, rt.hub.streams.window)
         self.bucket = TokenBucket(s.rate_per_second, s.rate_burst)
-        self.abuse = AbuseTracker()
+        self.abuse: AbuseTracker | None = None  # from the first refused frame (S1 memory)
         self.connected_at = time.time()
         self.last_seen = time.monotonic()
         self.last_event_id = 0
@@ -297,9 +303,7 @@ class Session:
             self.last_event_id = event_id
         return True
 
-    def leave_shared(
-        self, positions: dict[str, tuple[int, bytes | None, bytes]], last_flush: float
-    ) -> None:
+    def leave_shared(self, positions: Positions, last_flush: float) -> None:
         self.outbox.adopt(positions, last_flush)
         for event_id, _single, _fragment in positions.values():
             if event_id > self.last_event_id:
@@ -505,6 +509,8 @@ class Session:
         if retry <= 0:
             return True
         rt.metrics.messages_received.labels(rt.metrics.instance, "rate_limited").inc()
+        if self.abuse is None:
+            self.abuse = AbuseTracker()
         if self.abuse.record_rejection(now):
             rt.metrics.error("ABUSE")
             self.close_soon(CloseCode.POLICY, "too many messages")

@@ -27,13 +27,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from tracker_ws.domain.batching import Outbox, SharedBatches
+from tracker_ws.domain.batching import Outbox, Positions, SharedBatches
 from tracker_ws.domain.index import SubscriptionIndex
 from tracker_ws.domain.permissions import Permissions
 from tracker_ws.domain.wsframe import FramedOnce
 from tracker_ws.web.flusher import IDLE, Flusher
-
-Positions = dict[str, tuple[int, bytes | None, bytes]]
 
 # A stream's identity: (company, its keys, the narrowed member's id or 0).
 StreamKey = tuple[str, frozenset[str], int]
@@ -166,13 +164,13 @@ class PositionStreams:
     `flusher` None: streams only hand fixes to their members one by one (every member
     private), e.g. a Hub without connections that write (unit tests, bench.micro_*)."""
 
-    __slots__ = ("_by_key", "_flusher", "_streams", "_window")
+    __slots__ = ("_by_key", "_flusher", "_streams", "window")
 
     def __init__(self, flusher: Flusher | None = None, window_s: float = 0.05) -> None:
         self._by_key: SubscriptionIndex[PositionStream] = SubscriptionIndex()
         self._streams: dict[StreamKey, PositionStream] = {}
         self._flusher = flusher
-        self._window = window_s
+        self.window = window_s  # one float for every connection's Outbox (S1 memory)
 
     def lookup(self, keys: Iterable[str]) -> set[PositionStream]:
         return self._by_key.lookup(keys)
@@ -211,7 +209,7 @@ class PositionStreams:
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = PositionStream(
-                key, perms if narrowed else None, self._flusher, self._window
+                key, perms if narrowed else None, self._flusher, self.window
             )
             self._by_key.add(stream, keys)
         stream.private.add(member)
