@@ -250,11 +250,12 @@ VARIABLES: tuple[Var, ...] = (
         "seconds to flush queues on shutdown", min=0, max=3600),
     Var("TRACKER_WS_DATA_DIR", "data_dir", "str", ".dev/faust",
         "Faust's data directory"),
-    Var("TRACKER_WS_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", "int", 10,
+    Var("TRACKER_WS_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", "int", 20,
         "consumer fetch long-poll (`tracker_ws/kafka/transport.py`); the embedded broker holds "
         "a fetch for the whole wait, adding up to it to every delivery; Apache Kafka answers "
         "as soon as data arrives: raise it there (idle polling costs CPU: bench S1, one worker "
-        "holding 10,000 idle connections, 14 % of a core at 10 ms, 5 % at 50 ms)", min=0, max=60000),
+        "holding 10,000 idle connections, 14 % of a core at 10 ms, 5 % at 50 ms)",
+        min=0, max=60000),
     Var("TRACKER_WS_TRUST_LOG_END", "trust_log_end", "bool", False,
         "the broker's log end offsets are right (Apache Kafka): table recovery skips reading "
         "changelogs' last batches until one is seen short (`tracker_ws/kafka/`)"),
@@ -340,7 +341,7 @@ class Settings:
     drain_rate: float = 500.0  # connections closed per second on shutdown
     drain_timeout_s: float = 10.0  # time to flush queues on shutdown
     data_dir: str = ".dev/faust"
-    fetch_max_wait_ms: int = 10  # consumer long-poll (transport.py)
+    fetch_max_wait_ms: int = 20  # consumer long-poll (transport.py)
     stall_after_s: float = 20.0  # input partition with waiting records and no progress
     trust_log_end: bool = False  # skip reading changelogs' last batches (kafka/)
     # issue 11: consumer group (failover) and table standbys
