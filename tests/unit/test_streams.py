@@ -60,6 +60,19 @@ async def flushed(stream: PositionStream) -> None:
         await asyncio.sleep(WINDOW / 4)
 
 
+async def shared_pair(streams: PositionStreams) -> tuple[Member, Member, PositionStream]:
+    """Two members of one stream, shared after its first flush (fix 1)."""
+    a, b = Member(), Member()
+    for m in (a, b):
+        streams.update(m, added=["company:c1"])
+    fix(streams, ["company:c1"], "v1", 1)
+    stream = a.stream
+    assert stream is not None
+    await flushed(stream)
+    assert stream.shared == {a, b}
+    return a, b, stream
+
+
 async def test_members_start_private_and_are_shared_after_a_flush(
     streams: PositionStreams,
 ) -> None:
@@ -86,13 +99,7 @@ async def test_members_start_private_and_are_shared_after_a_flush(
 async def test_a_member_that_detaches_takes_the_pending_positions(
     streams: PositionStreams,
 ) -> None:
-    a, b = Member(), Member()
-    for m in (a, b):
-        streams.update(m, added=["company:c1"])
-    fix(streams, ["company:c1"], "v1", 1)
-    stream = a.stream
-    assert stream is not None
-    await flushed(stream)
+    a, b, stream = await shared_pair(streams)
     fix(streams, ["company:c1"], "v1", 2)
     fix(streams, ["company:c1"], "v2", 3)
     stream.detach(a)  # a frame of its own to send
@@ -114,13 +121,7 @@ async def test_a_member_that_detaches_takes_the_pending_positions(
 async def test_a_member_that_cannot_be_written_leaves_with_the_frame(
     streams: PositionStreams,
 ) -> None:
-    a, b = Member(), Member()
-    for m in (a, b):
-        streams.update(m, added=["company:c1"])
-    fix(streams, ["company:c1"], "v1", 1)
-    stream = a.stream
-    assert stream is not None
-    await flushed(stream)
+    a, b, stream = await shared_pair(streams)
     a.writable = False
     a.ready = False
     fix(streams, ["company:c1"], "v1", 2)
