@@ -56,8 +56,11 @@ def fix(stream_set: PositionStreams, keys: list[str], vid: str, event_id: int) -
 
 
 async def flushed(stream: PositionStream) -> None:
-    while stream.outbox.has_work:
-        await asyncio.sleep(WINDOW / 4)
+    """Until the Flusher took the stream's positions (it has no completion hook to await);
+    bounded, so a stream that is never flushed fails the test instead of hanging it."""
+    async with asyncio.timeout(2):
+        while stream.outbox.has_work:
+            await asyncio.sleep(WINDOW / 4)
 
 
 async def shared_pair(streams: PositionStreams) -> tuple[Member, Member, PositionStream]:

@@ -240,13 +240,10 @@ class Session:
 
     def flush(self, now: float, shared: SharedBatches, framed: FramedOnce) -> int:
         """The Flusher's call: write what is due (see flusher.py); the number of frames."""
-        transport = self._transport
-        if transport is None or not self._live:
+        if not self._live:
             return 0
-        if transport.is_closing() or self.ws.closed:
-            # Gone, or aiohttp sent its close frame: nothing may follow it. The reader sees
-            # the close and cleans up.
-            self._transport = None
+        transport = self._open_transport()
+        if transport is None:
             return 0
         outbox = self.outbox
         if transport.get_write_buffer_size() > self._high_water:
@@ -258,10 +255,7 @@ class Session:
             for frame in frames:
                 transport.write(framed.frame(frame))
         except (ConnectionError, RuntimeError) as exc:
-            # The peer went away mid-write; the reader sees the close and cleans up.
-            log.debug("writing to %s failed: %s", self.conn_id, exc)
-            self._transport = None
-            self.close_soon(CloseCode.GOING_AWAY, "write failed")
+            self._write_failed(exc)
             return 0
         if outbox.has_work:
             self._flusher.schedule(self, outbox.due_at())
@@ -269,35 +263,46 @@ class Session:
             self._drained.set_result(None)
         return len(frames)
 
-    # ------------------------------------------------------------ its position stream
-    def shareable(self) -> bool:
+    def _open_transport(self) -> asyncio.WriteTransport | None:
+        """The transport while frames may be written to it; None once the connection is gone
+        or aiohttp sent its close frame (nothing may follow it; the reader sees the close
+        and cleans up)."""
         transport = self._transport
+        if transport is not None and (transport.is_closing() or self.ws.closed):
+            self._transport = transport = None
+        return transport
+
+    def _write_failed(self, exc: Exception) -> None:
+        # The peer went away mid-write; the reader sees the close and cleans up.
+        log.debug("writing to %s failed: %s", self.conn_id, exc)
+        self._transport = None
+        self.close_soon(CloseCode.GOING_AWAY, "write failed")
+
+    # ------------------------------------------------------------ its position stream
+    def _reading_transport(self) -> asyncio.WriteTransport | None:
+        """The open transport while its peer keeps up (below the high-water mark)."""
+        transport = self._open_transport()
+        if transport is None or transport.get_write_buffer_size() > self._high_water:
+            return None
+        return transport
+
+    def shareable(self) -> bool:
         return (
             self._live
             and self._held is None
             and self.flush_slot == IDLE
             and not self.outbox.has_work
-            and transport is not None
-            and not transport.is_closing()
-            and not self.ws.closed
-            and transport.get_write_buffer_size() <= self._high_water
+            and self._reading_transport() is not None
         )
 
     def write_shared(self, wire: bytes, event_id: int) -> bool:
-        transport = self._transport
-        if (
-            transport is None
-            or transport.is_closing()
-            or self.ws.closed
-            or transport.get_write_buffer_size() > self._high_water
-        ):
+        transport = self._reading_transport()
+        if transport is None:
             return False
         try:
             transport.write(wire)
         except (ConnectionError, RuntimeError) as exc:
-            log.debug("writing to %s failed: %s", self.conn_id, exc)
-            self._transport = None
-            self.close_soon(CloseCode.GOING_AWAY, "write failed")
+            self._write_failed(exc)
             return False
         if event_id > self.last_event_id:
             self.last_event_id = event_id

@@ -112,12 +112,14 @@ class PositionStream:
     def detach(self, member: Member) -> None:
         """A shared member leaves (a frame of its own to send, or it leaves the stream)
         with the positions not yet written to it."""
+        self._to_private(member, self.outbox.pending_positions(), self.outbox.last_flush)
+
+    def _to_private(self, member: Member, unwritten: Positions, last_flush: float) -> None:
         self.shared.discard(member)
         member.shared = False
         self.private.add(member)
-        pending = self.outbox.pending_positions()
-        if pending:
-            member.leave_shared(pending, self.outbox.last_flush)
+        if unwritten:
+            member.leave_shared(unwritten, last_flush)
 
     def flush(self, now: float, shared: SharedBatches, framed: FramedOnce) -> int:
         """The Flusher's call: one frame, the same bytes to every shared member."""
@@ -145,10 +147,7 @@ class PositionStream:
                     missed.append(member)
             framed.count(payload, written)
             for member in missed:
-                self.shared.discard(member)
-                member.shared = False
-                self.private.add(member)
-                member.leave_shared(pending, last_flush)
+                self._to_private(member, pending, last_flush)
         if self.private:
             joining = [m for m in self.private if m.shareable()]
             for member in joining:
