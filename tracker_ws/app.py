@@ -6,6 +6,7 @@ faust -A tracker_ws.app worker        # or: python -m tracker_ws worker
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
 import sys
@@ -36,6 +37,7 @@ from tracker_ws.tables.definitions import GPS_EVENTS, SUBSCRIPTION_CHANGES, decl
 from tracker_ws.watchdog import ShutdownWatchdog
 from tracker_ws.web import instance
 from tracker_ws.web.drain import drain
+from tracker_ws.web.hub import heartbeat_plan
 from tracker_ws.web.keys import RUNTIME
 from tracker_ws.web.listeners import tls_context
 
@@ -206,11 +208,18 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
             await janitor.tick()
 
     s = settings
-    sweep_every = max(0.2, min(s.server_ping_interval_s, s.heartbeat_timeout_s) / 3)
+    sweep_every, sweep_parts = heartbeat_plan(s.server_ping_interval_s, s.heartbeat_timeout_s)
+    sweep_turns = itertools.count()
 
     @app.timer(interval=sweep_every)
     async def heartbeat() -> None:
-        rt.hub.sweep(time.monotonic(), s.server_ping_interval_s, s.heartbeat_timeout_s)
+        rt.hub.sweep(
+            time.monotonic(),
+            s.server_ping_interval_s,
+            s.heartbeat_timeout_s,
+            next(sweep_turns) % sweep_parts,
+            sweep_parts,
+        )
 
     @app.timer(interval=5.0)
     async def check_broker() -> None:

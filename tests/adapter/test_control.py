@@ -209,6 +209,43 @@ async def test_peer_answering_pings_stays_open(inst: Instance) -> None:
     assert [m["type"] for m in client.received] == ["connected"]
 
 
+async def test_a_sliced_sweep_pings_each_quiet_connection_in_its_slice_only(
+    inst: Instance,
+) -> None:
+    """The worker sweeps one slice of the connections a second (hub.heartbeat_plan): a
+    connection is pinged by the sweep of its own slice and by no other."""
+    s = inst.rt.settings
+    parts = 3
+    async with aiohttp.ClientSession() as http:
+        sockets: list[aiohttp.ClientWebSocketResponse] = []
+        for _ in range(6):
+            # autoping=False: the pings stay in the stream for the test to see.
+            ws = await http.ws_connect(f"{inst.ws_url}?token={Company().token()}", autoping=False)
+            await WsClient(ws, http).next_of("connected", 5)
+            sockets.append(ws)
+        sessions = list(inst.rt.hub.sessions.values())  # in the order they connected
+        assert len(sessions) == len(sockets)
+        pinged: list[int] = []
+        for turn in range(parts):
+            now = max(x.last_seen for x in sessions) + s.server_ping_interval_s
+            inst.rt.hub.sweep(now, s.server_ping_interval_s, s.heartbeat_timeout_s, turn, parts)
+            for i, (ws, session) in enumerate(zip(sockets, sessions, strict=True)):
+                # Whatever the sweep wrote comes before the answer to this ping.
+                await ws.send_str('{"type": "ping"}')
+                kinds = []
+                while True:
+                    msg = await ws.receive(timeout=5)
+                    if msg.type is aiohttp.WSMsgType.TEXT and '"pong"' in msg.data:
+                        break
+                    kinds.append(msg.type)
+                mine = hash(session.conn_id) % parts == turn
+                assert kinds == ([aiohttp.WSMsgType.PING] if mine else []), (turn, i, kinds)
+                pinged += [i] if mine else []
+        assert sorted(pinged) == list(range(len(sockets)))
+        for ws in sockets:
+            await ws.close()
+
+
 async def test_drain_alerts_and_closes_1012_saves_state_and_refuses_new_clients(
     inst: Instance,
 ) -> None:

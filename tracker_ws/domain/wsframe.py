@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 
 _TEXT_FIN = 0x81
+# A protocol ping with no payload (FIN, opcode 9): the same two bytes for every connection.
+PING_FRAME = bytes((0x89, 0))
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
 

@@ -83,6 +83,16 @@ def _covers(flt: SubscriptionFilter, vehicle_id: str, group_ids: frozenset[str])
     return flt.kind is FilterKind.BY_GROUP and flt.target in group_ids
 
 
+def heartbeat_plan(ping_after: float, close_after: float) -> tuple[float, int]:
+    """(seconds between sweeps, slices): every connection is looked at a third of the
+    shorter of the two periods after the last time, one slice per sweep, about a second
+    apart. Connections that connected together (a deploy, a bench) fall quiet together; swept
+    all at once, 10,000 of them were pinged in one pass and the loop stalled for 0.3 s."""
+    period = max(0.2, min(ping_after, close_after) / 3)
+    parts = max(1, round(period))
+    return period / parts, parts
+
+
 class Hub:
     def __init__(
         self,
@@ -147,16 +157,23 @@ class Hub:
     def subscription_count(self) -> int:
         return sum(sum(s.subs.counts().values()) for s in self.sessions.values())
 
-    def sweep(self, now: float, ping_after: float, close_after: float) -> None:
+    def sweep(
+        self, now: float, ping_after: float, close_after: float, turn: int = 0, parts: int = 1
+    ) -> None:
         """Heartbeat: ping connections quiet for `ping_after` s, close those silent for
-        `close_after` s (a peer that answers nothing, not even our pings, is gone)."""
+        `close_after` s (a peer that answers nothing, not even our pings, is gone).
+
+        `parts` > 1: only the connections of slice `turn` (by a hash of their id; see
+        `heartbeat_plan`)."""
         for session in list(self.sessions.values()):
+            if parts > 1 and hash(session.conn_id) % parts != turn:
+                continue
             quiet = now - session.last_seen
             if quiet >= close_after:
                 self.metrics.error("HEARTBEAT_TIMEOUT")
                 session.close_soon(1001, "heartbeat timeout")
             elif quiet >= ping_after:
-                session.ping_soon()
+                session.ping()
 
     def on_registry_change(self, vid: str, before: Vehicle | None, after: Vehicle | None) -> None:
         """A vehicle changed company or groups (or left the registry): connections that
