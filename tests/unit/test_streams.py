@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from tracker_ws.domain.models import UserContext
@@ -17,16 +18,53 @@ from tracker_ws.web.streams import Positions, PositionStream, PositionStreams
 WINDOW = 0.02
 
 
+class Transport:
+    """What the stream writes a shared member's frames to: records each write with the
+    member's lastEventId after it; `writable` False stands for a peer over its high-water
+    mark, `fail` for a connection that breaks mid-write."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.writable = True
+        self.closing = False
+        self.fail = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0 if self.writable else self.member.high_water + 1
+
+    def write(self, data: bytes) -> None:
+        if self.fail:
+            raise ConnectionResetError("peer reset")
+        # A server text frame of a short batch: two header bytes, then the JSON.
+        assert data[0] == 0x81 and data[1] < 126
+        self.member.wire.append((data, orjson.loads(data[2:])["eventId"]))
+
+
 class Member:
     def __init__(self, company: str = "c1", **narrow: Any) -> None:
         self.perms = Permissions(UserContext("u", company, **narrow))
         self.stream: PositionStream | None = None
         self.shared = False
         self.ready = True  # shareable
-        self.writable = True
+        self.high_water = 1000
+        self.last_event_id = 0
+        self.io = Transport(self)
+        self.transport: Transport | None = self.io
         self.handed: list[int] = []  # eventIds handed one by one (private)
         self.wire: list[tuple[bytes, int]] = []  # stream frames written (shared)
         self.left_with: list[list[int]] = []
+        self.failed: list[Exception] = []
+
+    @property
+    def writable(self) -> bool:
+        return self.io.writable
+
+    @writable.setter
+    def writable(self, value: bool) -> None:
+        self.io.writable = value
 
     def push_position(self, vid: str, event_id: int, single: bytes | None, frag: bytes) -> None:
         self.handed.append(event_id)
@@ -34,10 +72,9 @@ class Member:
     def shareable(self) -> bool:
         return self.ready
 
-    def write_shared(self, wire: bytes, event_id: int) -> bool:
-        if self.writable:
-            self.wire.append((wire, event_id))
-        return self.writable
+    def write_failed(self, exc: Exception) -> None:
+        self.failed.append(exc)
+        self.transport = None
 
     def leave_shared(self, positions: Positions, last_flush: float) -> None:
         self.left_with.append(sorted(p[0] for p in positions.values()))
@@ -130,6 +167,29 @@ async def test_a_member_that_cannot_be_written_leaves_with_the_frame(
     fix(streams, ["company:c1"], "v1", 2)
     await flushed(stream)
     assert a.left_with == [[2]] and a in stream.private and b.wire[-1][1] == 2
+
+
+async def test_a_member_gone_or_breaking_mid_write_leaves_and_the_others_get_the_frame(
+    streams: PositionStreams,
+) -> None:
+    a, b, stream = await shared_pair(streams)
+    c = Member()
+    streams.update(c, added=["company:c1"])
+    fix(streams, ["company:c1"], "v1", 2)
+    await flushed(stream)
+    assert stream.shared == {a, b, c}
+    for m in (a, b, c):
+        m.ready = False  # their connections are going: they do not come back
+    a.io.fail = True  # raises in write()
+    b.io.closing = True  # the transport is closing
+    fix(streams, ["company:c1"], "v1", 3)
+    fix(streams, ["company:c1"], "v2", 4)
+    await flushed(stream)
+    assert [type(e) for e in a.failed] == [ConnectionResetError] and a.transport is None
+    assert a.left_with == b.left_with == [[3, 4]] and not b.failed
+    assert stream.private == {a, b} and stream.shared == {c}
+    assert [e for _, e in c.wire] == [4] and c.last_event_id == 4  # the frame's top
+    assert a.last_event_id == b.last_event_id == 2  # not written: theirs to send
 
 
 async def test_streams_follow_keys_company_and_narrowed_permissions(

@@ -123,15 +123,15 @@ class Hub:
     # ------------------------------------------------------------ connections
     def register(self, session: Session) -> None:
         self.sessions[session.conn_id] = session
-        self.metrics.active_connections.labels(self.metrics.instance, session.info.platform).inc()
-        self.metrics.connections_total.labels(self.metrics.instance, "opened").inc()
+        self.metrics.connected(session.info.platform).inc()
+        self.metrics.connections("opened").inc()
 
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.conn_id, None) is None:
             return
         self.unsubscribe(session, session.subs.keys())
-        self.metrics.active_connections.labels(self.metrics.instance, session.info.platform).dec()
-        self.metrics.connections_total.labels(self.metrics.instance, "closed").inc()
+        self.metrics.connected(session.info.platform).dec()
+        self.metrics.connections("closed").inc()
 
     def subscribe(self, session: Session, keys: Iterable[str]) -> None:
         keys = list(keys)

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import math
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -42,6 +41,7 @@ from tracker_ws.domain.errors import (
     TrackerError,
     UnsupportedFrame,
 )
+from tracker_ws.domain.ids import connection_id
 from tracker_ws.domain.models import (
     Ack,
     ConnectionInfo,
@@ -85,6 +85,7 @@ from tracker_ws.web.recovery import (
     subscribed_vehicles,
 )
 from tracker_ws.web.streams import PositionStream
+from tracker_ws.web.wsresponse import SessionSocket
 
 if TYPE_CHECKING:
     from tracker_ws.runtime import Runtime
@@ -109,17 +110,16 @@ class Session:
         "_expiry",
         "_flusher",
         "_held",
-        "_high_water",
         "_in_receive",
         "_live",
         "_reader_task",
-        "_transport",
         "abuse",
         "acked_event_id",
         "bucket",
         "conn_id",
         "connected_at",
         "flush_slot",
+        "high_water",
         "info",
         "last_event_id",
         "last_replayable_id",
@@ -132,6 +132,7 @@ class Session:
         "state_key",
         "stream",
         "subs",
+        "transport",
         "user",
         "ws",
     )
@@ -147,7 +148,7 @@ class Session:
     ) -> None:
         s = rt.settings
         self.rt = rt
-        self.conn_id = str(uuid.uuid4())
+        self.conn_id = connection_id()
         self.user = user
         self.perms = Permissions(user)
         self.subs = SubscriptionSet(user.company_id, user.user_id)
@@ -176,9 +177,9 @@ class Session:
         self._flusher = rt.flusher
         # Written to by the Flusher once the connection is live (after a reconnect's replay
         # was queued); None: nothing to write to (the connection is gone).
-        self._transport = cast(asyncio.WriteTransport | None, transport)
-        self._high_water = (
-            self._transport.get_write_buffer_limits()[1] if self._transport is not None else 0
+        self.transport = cast(asyncio.WriteTransport | None, transport)
+        self.high_water = (
+            self.transport.get_write_buffer_limits()[1] if self.transport is not None else 0
         )
         self._live = False
         self._drained: asyncio.Future[None] | None = None  # drain_and_close waits on it
@@ -246,7 +247,7 @@ class Session:
         if transport is None:
             return 0
         outbox = self.outbox
-        if transport.get_write_buffer_size() > self._high_water:
+        if transport.get_write_buffer_size() > self.high_water:
             # The peer does not read: look again next tick; positions keep coalescing.
             self._flusher.schedule(self, now + self._flusher.tick)
             return 0
@@ -255,7 +256,7 @@ class Session:
             for frame in frames:
                 transport.write(framed.frame(frame))
         except (ConnectionError, RuntimeError) as exc:
-            self._write_failed(exc)
+            self.write_failed(exc)
             return 0
         if outbox.has_work:
             self._flusher.schedule(self, outbox.due_at())
@@ -265,24 +266,28 @@ class Session:
 
     def _open_transport(self) -> asyncio.WriteTransport | None:
         """The transport while frames may be written to it; None once the connection is gone
-        or aiohttp sent its close frame (nothing may follow it; the reader sees the close
-        and cleans up)."""
-        transport = self._transport
-        if transport is not None and (transport.is_closing() or self.ws.closed):
-            self._transport = transport = None
+        or aiohttp is sending its close frame (SessionSocket.close: nothing may follow it;
+        the reader sees the close and cleans up)."""
+        transport = self.transport
+        if transport is not None and transport.is_closing():
+            self.transport = transport = None
         return transport
 
-    def _write_failed(self, exc: Exception) -> None:
+    def stop_writing(self) -> None:
+        """aiohttp is about to send the close frame (SessionSocket.close)."""
+        self.transport = None
+
+    def write_failed(self, exc: Exception) -> None:
         # The peer went away mid-write; the reader sees the close and cleans up.
         log.debug("writing to %s failed: %s", self.conn_id, exc)
-        self._transport = None
+        self.transport = None
         self.close_soon(CloseCode.GOING_AWAY, "write failed")
 
     # ------------------------------------------------------------ its position stream
     def _reading_transport(self) -> asyncio.WriteTransport | None:
         """The open transport while its peer keeps up (below the high-water mark)."""
         transport = self._open_transport()
-        if transport is None or transport.get_write_buffer_size() > self._high_water:
+        if transport is None or transport.get_write_buffer_size() > self.high_water:
             return None
         return transport
 
@@ -294,19 +299,6 @@ class Session:
             and not self.outbox.has_work
             and self._reading_transport() is not None
         )
-
-    def write_shared(self, wire: bytes, event_id: int) -> bool:
-        transport = self._reading_transport()
-        if transport is None:
-            return False
-        try:
-            transport.write(wire)
-        except (ConnectionError, RuntimeError) as exc:
-            self._write_failed(exc)
-            return False
-        if event_id > self.last_event_id:
-            self.last_event_id = event_id
-        return True
 
     def leave_shared(self, positions: Positions, last_flush: float) -> None:
         self.outbox.adopt(positions, last_flush)
@@ -336,12 +328,12 @@ class Session:
         try:
             transport.write(PING_FRAME)
         except (ConnectionError, RuntimeError) as exc:
-            self._write_failed(exc)
+            self.write_failed(exc)
 
     async def drain_and_close(self, code: int, reason: str, timeout: float) -> None:
         """Graceful close: tell the client, flush what is queued (up to `timeout`), close."""
         self.push(encode_system_alert(0, "info", reason))
-        if self.outbox.has_work and self._transport is not None:
+        if self.outbox.has_work and self.transport is not None:
             self._drained = asyncio.get_running_loop().create_future()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained, timeout)
@@ -416,7 +408,7 @@ class Session:
             await self._read_loop()
         finally:
             self._live = False
-            self._transport = None
+            self.transport = None
             self.save_state()
             if self._expiry is not None:
                 rt.expiries.cancel(self._expiry)
@@ -520,7 +512,7 @@ class Session:
         retry = self.bucket.try_take(now)
         if retry <= 0:
             return True
-        rt.metrics.messages_received.labels(rt.metrics.instance, "rate_limited").inc()
+        rt.metrics.received("rate_limited").inc()
         if self.abuse is None:
             self.abuse = AbuseTracker()
         if self.abuse.record_rejection(now):
@@ -537,11 +529,11 @@ class Session:
         try:
             message = parse_client_message(data)
         except InvalidMessage as exc:
-            rt.metrics.messages_received.labels(rt.metrics.instance, "invalid").inc()
+            rt.metrics.received("invalid").inc()
             self.error(exc)
             return
         kind = message.TYPE
-        rt.metrics.messages_received.labels(rt.metrics.instance, kind).inc()
+        rt.metrics.received(kind).inc()
         try:
             if isinstance(message, Ping):
                 self.push(encode_pong())
@@ -559,7 +551,7 @@ class Session:
                 self.acked_event_id = max(self.acked_event_id, message.event_id)
         except TrackerError as exc:
             self.error(exc)
-        rt.metrics.processing.labels(kind).observe(time.perf_counter() - started)
+        rt.metrics.processed(kind).observe(time.perf_counter() - started)
 
     def authorize(
         self, sub: Subscription
@@ -661,7 +653,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             )
         user = rt.verifier.verify(token)
     except AuthError as exc:
-        metrics.connections_total.labels(metrics.instance, "rejected").inc()
+        metrics.connections("rejected").inc()
         metrics.error(exc.code)
         return error_response(exc)
     last_event_id: int | None = None
@@ -679,7 +671,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         platform=platform if platform in PLATFORMS else "web",
         version=request.query.get("version"),
     )
-    ws = web.WebSocketResponse(
+    ws = SessionSocket(
         protocols=(subprotocol,) if subprotocol else (),
         autoping=False,
         # aiohttp refuses a message of max_msg_size bytes or more; the limit is the largest
@@ -691,5 +683,6 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     session = Session(
         rt, user, ws, info, device=request.query.get("device"), transport=request.transport
     )
+    ws.writer = session
     await session.run(last_event_id)
     return ws
