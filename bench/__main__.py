@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     commit, dirty = git_state()
     log_dir = Path(os.environ.get("BENCH_LOG_DIR", f"/tmp/tracker-ws-bench-{stamp}"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Profiles are written there during the run (py-spy fails on a directory not yet made).
+    args.out.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     ctx = scenarios.Ctx(
         out_dir=args.out,
