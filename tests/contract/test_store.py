@@ -11,6 +11,7 @@ import tracker_ws.bus.memory as memory_mod
 import tracker_ws.bus.redis as redis_mod
 from tests.contract.conftest import Backend
 from tracker_ws.bus import Outgoing
+from tracker_ws.bus.base import STATE_SEEN_TTL_S
 
 ME = "ws-1"
 A = "ws:history:company:c1"
@@ -85,5 +86,6 @@ async def test_single_redis_state_layout(shared: Backend) -> None:
     assert await raw.get("ws:state:u1:phone") == b'{"s":1}'
     assert 0 < await raw.pttl("ws:state:u1:phone") <= 30_000
     assert await raw.get("ws:state:u1:phone:seen") == b"1"
+    assert STATE_SEEN_TTL_S - 5 < await raw.ttl("ws:state:u1:phone:seen") <= STATE_SEEN_TTL_S
     await store.refresh_states(["u1:phone"], 100)
     assert 30_000 < await raw.pttl("ws:state:u1:phone") <= 100_000

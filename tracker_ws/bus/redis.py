@@ -441,10 +441,12 @@ class RedisStore(Store):
         if not states:
             return
         ttl_ms = int(ttl_s * 1000)
+        # A state per connection that subscribes: the bare command, not `pipe.set()`, whose
+        # option handling costs 5.5 µs a call in redis-py 8.2 against 0.9 µs (S1 connects).
         async with self.client.pipeline(transaction=False) as pipe:
             for key, state in states.items():
-                pipe.set(self.keys.state(key), state, px=ttl_ms)
-                pipe.set(self.keys.state_seen(key), "1", ex=STATE_SEEN_TTL_S)
+                pipe.execute_command("SET", self.keys.state(key), state, "PX", ttl_ms)
+                pipe.execute_command("SET", self.keys.state_seen(key), "1", "EX", STATE_SEEN_TTL_S)
             await pipe.execute()
 
     async def load_state(self, key: str) -> tuple[bytes | None, bool]:
