@@ -16,6 +16,13 @@ def test_ids_are_uuid4_text_and_distinct() -> None:
         assert parsed.version == 4 and str(parsed) == value
 
 
+def test_ids_do_not_count_in_the_open() -> None:
+    tails = [int(connection_id()[24:], 16) for _ in range(1_000)]
+    steps = {b - a for a, b in zip(tails, tails[1:], strict=False)}
+    assert steps != {1}  # not a plain counter
+    assert len({t >> 40 for t in tails}) > 100  # the high bits change too
+
+
 def test_a_forked_child_draws_its_own_prefix() -> None:
     parent = connection_id()
     read_end, write_end = os.pipe()
