@@ -40,11 +40,13 @@ from tracker_ws.web.drain import drain
 from tracker_ws.web.hub import heartbeat_plan
 from tracker_ws.web.keys import RUNTIME
 from tracker_ws.web.listeners import tls_context
+from tracker_ws.web.looplag import LoopLag
 
 log = logging.getLogger(__name__)
 
 # What a stop may take beyond draining the clients before the watchdog ends the process.
 STOP_GRACE_S = 8.0
+LOOP_LAG_INTERVAL_S = 0.25  # ws_event_loop_lag_seconds: four observations a second
 
 
 class TrackerApp(KafkaApp):
@@ -180,6 +182,10 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     )
     instance.connect_runtime(rt)
 
+    loop_lag = LoopLag(
+        LOOP_LAG_INTERVAL_S, rt.metrics.loop_lag.labels(settings.instance_id).observe
+    )
+
     @app.task
     async def start_services() -> None:
         await instance.start_delivery(rt)
@@ -194,6 +200,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
         await reader.caught_up.wait()
         rt.broker_ok = True
         rt.ready = True
+        loop_lag.start()
         gctune.freeze()  # the start-up heap, never walked by the collector again
         log.info(
             "tracker-ws %s ready on :%d (event loop: %s)",
@@ -250,6 +257,7 @@ def create_app(settings: Settings | None = None) -> TrackerApp:
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         rt.draining = True
+        loop_lag.stop()
         await shutdown_step("flush the publisher", publisher.stop())
         await shutdown_step("write the connection registry and states", rt.writeback.stop())
         announcer.reset(settings.instance_id)

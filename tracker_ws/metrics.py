@@ -51,6 +51,7 @@ class Children(Generic[M]):
         return child
 
 
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -138,6 +139,14 @@ class Metrics:
             "Input records on the broker not yet processed, per partition this instance owns",
             ["instance", "topic", "partition"],
             registry=r,
+        )
+        self.loop_lag = Histogram(
+            "ws_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 0.25 s (web/looplag.py): while the "
+            "loop is held, every frame, fix and reply waits",
+            ["instance"],
+            registry=r,
+            buckets=LOOP_LAG_BUCKETS,
         )
         self.stalled_partitions = Gauge(
             "ws_stalled_partitions",

@@ -195,6 +195,13 @@ async def test_metrics_expose_every_seed_metric(worker: Worker) -> None:
     assert re.search(r"^ws_broker_up\{[^}]*\} 1\.0$", text, re.M)
     assert re.search(r"^ws_redis_up\{[^}]*\} 1\.0$", text, re.M)
     assert re.search(r"^process_resident_memory_bytes \d", text, re.M)
+    # The loop-lag timer observes every 0.25 s from the moment the worker is ready, which may
+    # be less than that before the first scrape: scrape until it has.
+    lag_count = re.compile(r"^ws_event_loop_lag_seconds_count\{[^}]*\} [1-9]", re.M)
+    async with asyncio.timeout(5):
+        while not lag_count.search(text):
+            await asyncio.sleep(0.05)
+            _status, _ctype, text = await asyncio.to_thread(fetch)
 
 
 # ---------------------------------------------------------------------------- Redis outage
