@@ -175,8 +175,9 @@ class Session:
         self.stream: PositionStream | None = None
         self.shared = False
         self._flusher = rt.flusher
-        # Written to by the Flusher once the connection is live (after a reconnect's replay
-        # was queued); None: nothing to write to (the connection is gone).
+        # Written to by the Flusher and its stream once the connection is live (after a
+        # reconnect's replay was queued); None: nothing may be written (the connection is
+        # gone, or aiohttp is sending its close frame: SessionSocket.close).
         self.transport = cast(asyncio.WriteTransport | None, transport)
         self.high_water = (
             self.transport.get_write_buffer_limits()[1] if self.transport is not None else 0
