@@ -20,7 +20,7 @@ import heapq
 import logging
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from tracker_ws.domain.batching import SharedBatches
 from tracker_ws.domain.wsframe import FramedOnce
@@ -29,6 +29,18 @@ log = logging.getLogger(__name__)
 
 IDLE = 0  # not scheduled
 NOW = -1  # due at once
+
+
+def reading(
+    transport: asyncio.WriteTransport | None, high_water: int
+) -> TypeGuard[asyncio.WriteTransport]:
+    """A frame may be written now: the transport is open and holds no more than its
+    high-water mark (over it, the peer does not read)."""
+    return (
+        transport is not None
+        and not transport.is_closing()
+        and transport.get_write_buffer_size() <= high_water
+    )
 
 
 class Flushable(Protocol):

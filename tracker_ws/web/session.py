@@ -74,7 +74,7 @@ from tracker_ws.domain.subscriptions import SubscriptionSet
 from tracker_ws.domain.wsframe import PING_FRAME, FramedOnce
 from tracker_ws.web.admin import error_response
 from tracker_ws.web.expiry import Entry
-from tracker_ws.web.flusher import IDLE
+from tracker_ws.web.flusher import IDLE, reading
 from tracker_ws.web.keys import RUNTIME
 from tracker_ws.web.recovery import (
     UNAVAILABLE,
@@ -288,9 +288,7 @@ class Session:
     def _reading_transport(self) -> asyncio.WriteTransport | None:
         """The open transport while its peer keeps up (below the high-water mark)."""
         transport = self._open_transport()
-        if transport is None or transport.get_write_buffer_size() > self.high_water:
-            return None
-        return transport
+        return transport if reading(transport, self.high_water) else None
 
     def shareable(self) -> bool:
         return (
