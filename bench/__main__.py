@@ -84,6 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="S5: also ingest the backlog with this many workers of one group (same CPU) and "
         "report the CPU-normalised scaling against one worker (default 1: not run)",
     )
+    p.add_argument(
+        "--rates",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=(),
+        help="S2/S3: run only these steps, as fractions of the nominal rate (e.g. 0.5,1), "
+        "each once, instead of the ramp: for A/B runs at one load",
+    )
     p.add_argument("--step-seconds", type=float, help="length of one ramp step (6; quick 3)")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes")
     p.add_argument(
@@ -263,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_sample=args.latency_sample,
         worker_uvloop=args.worker_uvloop,
         stamp=stamp,
+        rates=args.rates,
     )
     progress(
         f"tracker_ws bench {stamp}: {'quick' if args.quick else 'full'}; "

@@ -67,6 +67,9 @@ class Ctx:
     latency_sample: float = 1.0
     worker_uvloop: bool = False
     stamp: str = ""
+    # S2/S3: fractions of the nominal rate to run instead of the ramp (--rates), each step
+    # once, e.g. (1.0,) for an A/B of the nominal step alone.
+    rates: tuple[float, ...] = ()
 
 
 # ------------------------------------------------------------------------------ building blocks
@@ -375,6 +378,21 @@ class Run:
                 self._log(nominal_step)
         return {"steps": steps, "sustainable": best, "nominal": nominal_step}
 
+    async def steps(self, rates: list[float], nominal: float) -> dict[str, Any]:
+        """One step per rate, in the order given, none repeated (the ramp's step records).
+        Not a ramp, so no sustainable rate; the nominal is the step at `nominal`, if run."""
+        steps = []
+        for rate in rates:
+            step = await self.step(rate, self.ctx.step_s, label=f"step {rate:g}/s")
+            self._log(step)
+            steps.append(step)
+        at_nominal = [s for s in steps if s["target_rate"] == nominal]
+        return {
+            "steps": steps,
+            "sustainable": None,
+            "nominal": at_nominal[-1] if at_nominal else None,
+        }
+
     def _log(self, s: dict[str, Any]) -> None:
         def f(v: Any) -> str:
             return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
@@ -568,7 +586,10 @@ async def ramp_scenario(
         if not await run.warmup(warm_rate):
             progress(f"  {kind}: no deliveries during warm-up; measuring anyway")
         result: dict[str, Any] = {"connect": conn, "connections": conn["ok"]}
-        result.update(await run.ramp(rates, nominal))
+        if ctx.rates and nominal is not None:
+            result.update(await run.steps([round(nominal * m, 1) for m in ctx.rates], nominal))
+        else:
+            result.update(await run.ramp(rates, nominal))
         if ctx.profile and ctx.py_spy and profile_at:
             out = ctx.out_dir / f"{ctx.stamp}-profile-{name}-{kind}.svg"
             progress(f"  {kind}: py-spy record for 15 s at {profile_at:g} fixes/s → {out}")
