@@ -29,7 +29,6 @@ class Item:
         self.outbox = Outbox(100, WINDOW)
         self.written: list[tuple[float, bytes]] = []
         self.flushed = asyncio.Event()
-        self.flushes = 0  # calls of flush()
 
     def push(self, frame: bytes) -> None:
         self.outbox.push(frame)
@@ -41,7 +40,6 @@ class Item:
             self.flusher.schedule(self, self.outbox.due_at())
 
     def flush(self, now: float, shared: SharedBatches, framed: FramedOnce) -> int:
-        self.flushes += 1
         frames = self.outbox.take(now, shared)
         for f in frames:
             self.written.append((now, framed.frame(f)))
@@ -134,59 +132,3 @@ async def test_an_item_that_reschedules_itself_is_flushed_again(flusher: Flusher
     times = [t for t, _ in a.written]
     assert len(times) == 5
     assert all(b - a_ >= WINDOW for a_, b in itertools.pairwise(times))
-
-
-async def test_a_long_pass_goes_out_in_slices_with_the_loop_turning_between() -> None:
-    loop = asyncio.get_running_loop()
-    sent: list[dict[bytes, int]] = []
-    flusher = Flusher(TICK, sent.append, slice_frames=4)
-    order: list[str] = []
-
-    class Logged(Item):
-        def flush(self, now: float, shared: SharedBatches, framed: FramedOnce) -> int:
-            order.append(self.name)
-            if self.name == "c0":
-                # Something the loop has to do meanwhile (a fix handed over, a reply).
-                loop.call_soon(order.append, "other")
-            return super().flush(now, shared, framed)
-
-    items = [Logged(flusher, f"c{i}") for i in range(10)]
-    for item in items:
-        item.push(b'{"type":"x"}')
-    await asyncio.wait_for(items[-1].flushed.wait(), 1)
-    # Four frames a slice: c0-c3, then what was waiting for the loop, then c4-c7, c8-c9.
-    assert order == ["c0", "c1", "c2", "c3", "other", "c4", "c5", "c6", "c7", "c8", "c9"]
-    assert flusher.runs == 3
-    assert sent == [{b'{"type":"x"}': 4}, {b'{"type":"x"}': 4}, {b'{"type":"x"}': 2}]
-    assert all(len(i.written) == 1 and i.flush_slot == IDLE for i in items)
-    assert flusher.pending() == 0
-
-
-async def test_an_item_waiting_in_the_rest_of_a_pass_is_flushed_once() -> None:
-    flusher = Flusher(TICK, lambda counts: None, slice_frames=1)
-    a, b, c = (Item(flusher, n) for n in "abc")
-    for item in (a, b, c):
-        item.push_position("v1", 1)  # idle: at once
-    await asyncio.wait_for(c.flushed.wait(), 1)
-    for item in (a, b, c):
-        item.flushed.clear()
-    # All three due at the same tick; while the first slice writes a's batch, c gets a frame
-    # that is due at once (a reply): it must not be written twice, nor lose its positions.
-    for item in (a, b, c):
-        item.push_position("v1", 2)
-
-    original = a.flush
-
-    def a_flush(now: float, shared: SharedBatches, framed: FramedOnce) -> int:
-        c.push(b'{"type":"pong"}')
-        return original(now, shared, framed)
-
-    a.flush = a_flush  # type: ignore[method-assign]
-    await asyncio.wait_for(asyncio.gather(a.flushed.wait(), b.flushed.wait(), c.flushed.wait()), 1)
-    await asyncio.sleep(WINDOW + 2 * TICK)
-    assert len(a.written) == 2 and len(b.written) == 2
-    frames = [w for _, w in c.written[1:]]
-    assert len(frames) == 2, frames
-    assert b'"v1@2"' in frames[0] and frames[1] == text_frame(b'{"type":"pong"}')
-    assert c.flushes == 2  # the first position, then once in the sliced pass
-    assert flusher.pending() == 0

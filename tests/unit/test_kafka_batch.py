@@ -7,11 +7,10 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from mode.utils.queues import FlowControlEvent
 
 from tracker_ws.kafka.app import HandBackQueue
-from tracker_ws.kafka.drain import LANE_BATCH, LANE_DEPTH, BatchDrain
+from tracker_ws.kafka.drain import LANE_BATCH, BatchDrain
 from tracker_ws.kafka.stream import split
 
 
@@ -42,10 +41,7 @@ class FakeConsumer(BatchDrain):
         self.flow.resume()
         self.app = SimpleNamespace(
             topics=SimpleNamespace(acks_enabled_for=lambda t: True),
-            flow_control=self.flow,
-            producer=SimpleNamespace(
-                buffer=SimpleNamespace(wait_until_ebb=self._ebb, size=0, max_messages=100)
-            ),
+            producer=SimpleNamespace(buffer=SimpleNamespace(wait_until_ebb=self._ebb)),
             # The app's own queue (kafka/app.py): emptied queues hand their items back.
             FlowControlQueue=lambda maxsize, clear_on_resume: HandBackQueue(
                 maxsize=maxsize,
@@ -174,74 +170,3 @@ def test_a_rebalance_empties_a_lane_like_a_stream_queue() -> None:
     assert emptied
     # Handed back, to be delivered again after the rebalance.
     assert [[m.offset for m in chunk] for chunk in c.handed_back] == [[1, 2]]
-
-
-def test_a_batch_for_lanes_with_room_is_handed_over_without_a_turn_of_the_loop() -> None:
-    async def run() -> tuple[list[int], list[int]]:
-        c = FakeConsumer()
-        lane = c.open_lane("gps-events")
-        batch = [msg("a", i) for i in range(LANE_BATCH + 3)]
-        assert c.hands_over_at_once(batch)
-        progress = [0]
-        # Driven by hand: the hand-over it approves finishes at the first step, without
-        # yielding to the loop (what lets the drain skip the race against a rebalance).
-        step = c._deliver_batch(batch, progress)
-        with pytest.raises(StopIteration):
-            step.send(None)
-        sizes = []
-        while not lane.empty():
-            sizes.append(len(lane.get_nowait()))
-        return progress, sizes
-
-    progress, sizes = asyncio.run(run())
-    assert progress == [LANE_BATCH + 3]
-    assert sizes == [LANE_BATCH, 3]
-
-
-def test_records_below_the_read_offset_neither_count_nor_open_a_gap() -> None:
-    c = FakeConsumer()
-    c.open_lane("gps-events")
-    c._read_offset["a"] = 10
-    assert c.hands_over_at_once([msg("a", 3), msg("a", 10), msg("a", 11)])
-
-
-def _refused(c: FakeConsumer, batch: list[tuple[str, Any]]) -> bool:
-    return not c.hands_over_at_once(batch)
-
-
-def test_what_might_wait_goes_the_long_way() -> None:
-    async def run() -> None:
-        lane_batch = [msg("a", 1), msg("a", 2)]
-
-        c = FakeConsumer()
-        assert _refused(c, lane_batch)  # no lane open: the conductor's callbacks await
-
-        c = FakeConsumer()
-        c.open_lane("gps-events")
-        assert _refused(c, [msg("a", 1), msg("r", 4, "vehicle-registry")])  # a conductor record
-
-        c = FakeConsumer()
-        c.open_lane("gps-events")
-        c._read_offset["a"] = 10
-        assert _refused(c, [msg("a", 13)])  # a gap to record (it yields)
-
-        c = FakeConsumer()
-        c.open_lane("gps-events")
-        c.flow.suspend()
-        assert _refused(c, lane_batch)  # a rebalance: put() would wait for the resume
-
-        c = FakeConsumer()
-        c.open_lane("gps-events")
-        c.app.producer.buffer.size = 101
-        assert _refused(c, lane_batch)  # the producer buffer must ebb first
-
-        c = FakeConsumer()
-        lane = c.open_lane("gps-events")
-        for _ in range(LANE_DEPTH - 1):
-            lane.put_nowait([])
-        assert c.hands_over_at_once(lane_batch)  # one list, one free place
-        assert _refused(c, [msg("a", i) for i in range(LANE_BATCH + 1)])  # two lists
-        lane.put_nowait([])
-        assert _refused(c, lane_batch)  # a full lane: put() would wait for the agent
-
-    asyncio.run(run())

@@ -60,34 +60,22 @@ class BatchDrain:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
                 batch: list[tuple[Any, Any]] = await fetch_batch(timeout=1.0)
-                if (
-                    batch
-                    and not me.should_stop
-                    and not suspend_flow.is_set()
-                    and self.hands_over_at_once(batch)
-                ):
-                    # Nothing in it can wait, so no rebalance can interrupt it: no race, no
-                    # tasks, no turn of the loop. At fleet rates the loop is busy, and each
-                    # turn here cost every record of the batch that turn's work (bench S2:
-                    # ~4 turns, 70-90 ms a batch at 2,000 fixes/s).
-                    await self._deliver_batch(batch, [0])
-                else:
-                    await me.sleep(0)
-                    if not me.should_stop and batch:
-                        if suspend_flow.is_set():
-                            done = 0
-                        else:
-                            progress = [0]
-                            await me.wait_first(
-                                self._deliver_batch(batch, progress), suspend_flow.wait()
-                            )
-                            done = progress[0]
-                        # Interrupted by a rebalance: the rest is passed over, as Faust does.
-                        read_offset = me._read_offset
-                        for tp, message in batch[done:]:
-                            r_offset = read_offset.get(tp)
-                            if r_offset is None or message.offset >= r_offset:
-                                read_offset[tp] = message.offset
+                await me.sleep(0)
+                if not me.should_stop and batch:
+                    if suspend_flow.is_set():
+                        done = 0
+                    else:
+                        progress = [0]
+                        await me.wait_first(
+                            self._deliver_batch(batch, progress), suspend_flow.wait()
+                        )
+                        done = progress[0]
+                    # Interrupted by a rebalance: the rest is passed over, as Faust does.
+                    read_offset = me._read_offset
+                    for tp, message in batch[done:]:
+                        r_offset = read_offset.get(tp)
+                        if r_offset is None or message.offset >= r_offset:
+                            read_offset[tp] = message.offset
                 unset_flag(CONSUMER_FETCHING)
         except me.consumer_stopped_errors:
             if me.transport.app.should_stop:
@@ -145,40 +133,6 @@ class BatchDrain:
             self._commit_task = asyncio.get_running_loop().create_task(
                 cast(Any, self).commit(), name="commit-every"
             )
-
-    def hands_over_at_once(self, batch: list[tuple[Any, Any]]) -> bool:
-        """`_deliver_batch` of `batch` would finish without waiting for anything: every
-        record goes to a lane with room for its lists, none opens an offset gap (recording
-        one yields), flow control is active and the producer buffer is not over its limit
-        (`_to_lane`'s two waits). Reads state only."""
-        me = cast(Any, self)
-        lanes = self._lanes
-        app = me.app
-        if not lanes or not app.flow_control.is_active():
-            return False
-        buffer = app.producer.buffer
-        if buffer.size > buffer.max_messages:
-            return False
-        read_offset = me._read_offset
-        acks_enabled_for = app.topics.acks_enabled_for
-        last: dict[Any, int | None] = {}
-        counts: dict[str, int] = {}
-        for tp, message in batch:
-            topic = message.topic
-            if topic not in lanes:
-                return False
-            r_offset = last[tp] if tp in last else read_offset.get(tp)
-            offset = message.offset
-            if r_offset is None or offset >= r_offset:
-                if r_offset and offset - r_offset > 1 and acks_enabled_for(topic):
-                    return False
-                last[tp] = offset
-                counts[topic] = counts.get(topic, 0) + 1
-        for topic, n in counts.items():
-            queue = lanes[topic]
-            if queue.maxsize - queue.qsize() < -(-n // LANE_BATCH):
-                return False
-        return True
 
     async def _deliver_batch(self, batch: list[tuple[Any, Any]], progress: list[int]) -> None:
         """Hand each record to its streams (the conductor's callback), in order;

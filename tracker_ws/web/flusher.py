@@ -8,14 +8,6 @@ built once (Outbox.take's `shared`) and every distinct message is framed once (w
 the same bytes are then written to each transport. No task, event or timer per connection:
 one `call_soon` for what is due at once, one timer for the earliest tick.
 
-A pass is cut into slices of about SLICE_FRAMES frames (~5 ms of sends): what is left
-goes on at the next iteration of the loop, ahead of anything due later. At fleet rates a
-whole pass took 30-70 ms (bench S2 at 2,000 fixes/s), and every hop of the ingest (the
-consumer thread's hand-over, the agent, the Redis reply, the delivery) waited behind it;
-in slices of 400 frames no callback of the Flusher took over 15-30 ms there, and the wait
-of a hop (p90) fell from 40-100 ms to 13-30 ms. A single item is not cut: one stream's
-frame goes to all its members in one go.
-
 A connection whose transport holds more than its high-water mark (a peer that does not
 read) is not written to; it is looked at again every tick while its positions keep
 coalescing and its other frames queue up to the queue limit (then 4009, as before).
@@ -37,7 +29,6 @@ log = logging.getLogger(__name__)
 
 IDLE = 0  # not scheduled
 NOW = -1  # due at once
-SLICE_FRAMES = 500
 
 
 def reading(
@@ -63,15 +54,9 @@ class Flushable(Protocol):
 
 
 class Flusher:
-    def __init__(
-        self,
-        tick_s: float,
-        on_sent: Callable[[dict[bytes, int]], None],
-        slice_frames: int = SLICE_FRAMES,
-    ) -> None:
-        # on_sent: the writes of each message (payload) in one slice, for the metrics.
+    def __init__(self, tick_s: float, on_sent: Callable[[dict[bytes, int]], None]) -> None:
+        # on_sent: the writes of each message (payload) in one pass, for the metrics.
         self.tick = tick_s
-        self.slice_frames = slice_frames
         self.on_sent = on_sent
         self._now: list[Flushable] = []
         self._slots: dict[int, list[Flushable]] = {}
@@ -142,16 +127,12 @@ class Flusher:
                 if item.flush_slot == tick:
                     due.append(item)
         now = max(now, reached * self.tick)
+        for item in due:
+            item.flush_slot = IDLE
         shared: SharedBatches = {}
         framed = FramedOnce()
         sent = 0
-        budget = self.slice_frames
-        rest: list[Flushable] = []
-        for i, item in enumerate(due):
-            if sent >= budget:
-                rest = due[i:]
-                break
-            item.flush_slot = IDLE
+        for item in due:
             try:
                 sent += item.flush(now, shared, framed)
             except Exception:
@@ -159,21 +140,8 @@ class Flusher:
                 log.exception("flushing %r failed", item)
         if sent:
             self.on_sent(framed.counts())
-        if rest:
-            self._carry(rest)
         if heap:
             self._arm(heap[0])
-
-    def _carry(self, rest: list[Flushable]) -> None:
-        """The rest of a pass: due at once, first in line. An item of it that was scheduled
-        for at once meanwhile is in `_now` too: kept once, here."""
-        for item in rest:
-            item.flush_slot = NOW
-        carried = set(map(id, rest))
-        self._now = rest + [item for item in self._now if id(item) not in carried]
-        if self._soon is None:
-            assert self._loop is not None
-            self._soon = self._loop.call_soon(self._run)
 
     def pending(self) -> int:
         """Items waiting for a flush (stale tick entries included)."""
