@@ -31,8 +31,8 @@ class Bound:
 
 def sustainable(res: dict[str, Any], key: str = "rate_fixes_per_s") -> float | Bound | None:
     steps = [s for s in res.get("steps", []) if not s.get("superseded")]
-    if not steps:
-        return None
+    if not steps or res.get("ramp") is False:
+        return None  # no step run, or chosen steps (--rates): no ramp, no sustainable rate
     best = res.get("sustainable")
     if not best:
         return Bound(min(s[key] for s in steps), "<")

@@ -391,6 +391,7 @@ class Run:
             "steps": steps,
             "sustainable": None,
             "nominal": at_nominal[-1] if at_nominal else None,
+            "ramp": False,
         }
 
     def _log(self, s: dict[str, Any]) -> None:
