@@ -36,7 +36,7 @@ TICK_S = 0.02
 
 
 def partition_of(key: bytes, partitions: int = PARTITIONS) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass

@@ -104,7 +104,8 @@ async def _run(args: argparse.Namespace) -> None:
     subs = _Table()
     n = settings.partitions
     for c in fleet.company_ids():
-        hub.index.add("local-conn", [f"company:{c}"])
+        # Any hashable marks the key as wanted here (Hub.wants): no Session needed.
+        hub.index.add("local-conn", [f"company:{c}"])  # type: ignore[arg-type]
         for p in range(n):
             subs[f"company:{c}#p{p}"] = ["other-b", "other-a"]
     for v in fleet.vehicles[::10]:

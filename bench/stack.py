@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.common import ProcWatch, http_json, pin, progress
 from bench.fleet import TOPIC_CONFIGS, TOPICS
+from tracker_ws.domain.errors import BackendUnavailable
 from tracker_ws_dev import stack as devstack
 from tracker_ws_dev.stack import ManagedProcess
 
@@ -128,7 +129,7 @@ class Stack:
             )
             try:
                 w.start(90.0)
-            except devstack.BackendUnavailable as exc:
+            except BackendUnavailable as exc:
                 last = exc
                 with contextlib.suppress(Exception):
                     w.stop()

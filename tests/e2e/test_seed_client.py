@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 from typing import Any
 
 from tests.support.client import WsClient
@@ -96,7 +97,7 @@ async def test_seed_js_client_receives_exactly_its_vehicles_within_a_second(
                 await fleet.send_fix(vid, lat=lat, ts_ms=ts)
                 produced[lat] = (vid, ts)
             got = await watcher.wait_for(
-                lambda m, lat=lat: _has_position(m, other, lat), 10.0, f"other's fix {lat}"
+                partial(_has_position, vehicle_id=other, lat=lat), 10.0, f"other's fix {lat}"
             )
             assert got["eventId"] > other_event_id
             other_event_id = got["eventId"]

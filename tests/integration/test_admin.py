@@ -317,8 +317,12 @@ async def test_kick_reaches_a_connection_on_another_instance(
 
             listed = f"{admin_on.url}/api/v1/ws/users/{user}/connections"
             left = [bystander.connection_id]
+
+            def kicked_left(url: str = listed, left: list[str] = left) -> bool:
+                return connection_ids(url) == left
+
             await until(
-                lambda url=listed, left=left: connection_ids(url) == left,
+                kicked_left,
                 10,
                 "the kicked connection to leave the registry",
             )

@@ -13,7 +13,7 @@ import orjson
 import redis as redis_sync
 
 from tests.support.client import WsClient
-from tests.support.cluster import admin_token, ahttp, until
+from tests.support.cluster import admin_token, ahttp, entry_values, until
 from tests.support.fleet import Company, new_id
 from tracker_ws_dev.stack import Worker
 
@@ -35,7 +35,7 @@ def copies(r: redis_sync.Redis, marker: str) -> tuple[int, int]:
     for key in r.scan_iter(match="ws:history:*", count=1000):
         if key.endswith(b":floor"):
             continue
-        held = sum(1 for _, f in r.xrange(key) if marker.encode() in f[b"e"])
+        held = sum(1 for e in entry_values(r.xrange(key), b"e") if marker.encode() in e)
         if held:
             n += held
             size += int(r.memory_usage(key) or 0)

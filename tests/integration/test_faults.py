@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests.conftest import Cluster, cluster_on_own_redis, start_cluster
 from tests.support.checks import live_positions, publish_failures
-from tests.support.client import gather_close
+from tests.support.client import Msg, gather_close
 from tests.support.cluster import (
     TimedClient,
     admin_token,
@@ -579,10 +579,12 @@ async def test_redis_restart_degrades_health_then_recovers_delivery_by_itself(
         # And then every fix, in order, on both instances.
         for i in range(10):
             await fleet.send_fix(vid, lat=70.0 + i)
+
+            def live_at(m: Msg, lat: float = 70.0 + i) -> bool:
+                return any(p["lat"] == lat for _, _, p in live_positions(m))
+
             for c in clients:
-                await c.wait_for(
-                    lambda m, i=i: any(p["lat"] == 70.0 + i for _, _, p in live_positions(m)), 10
-                )
+                await c.wait_for(live_at, 10)
         for c in clients:
             assert c.closed_code is None
             after = [

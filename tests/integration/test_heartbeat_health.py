@@ -9,6 +9,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,7 @@ async def test_event_ids_keep_increasing_for_a_client_living_through_a_redis_res
         await client.subscribe("vehicles", {"type": "byIds", "ids": [vid]})
         for i in range(3):
             await fleet.send_fix(vid, lat=30.0 + i)
-            await client.wait_for(lambda m, i=i: _is_fix(m, vid, 30.0 + i), 10, f"fix {i}")
+            await client.wait_for(partial(_is_fix, vid=vid, lat=30.0 + i), 10, f"fix {i}")
         before = client.positions()[-1][0]
 
         await _outage(redis, worker)

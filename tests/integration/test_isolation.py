@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -47,7 +48,7 @@ async def _tenant(worker: Worker, fleet: FleetDriver) -> Tenant:
     v = company.vehicles
     g0 = next(g for g, members in company.groups.items() if v[0] in members)
     tenant = Tenant(company, lats={vid: set() for vid in v})
-    filters = {
+    filters: dict[str, tuple[dict[str, Any], set[str]]] = {
         "all": ({"type": "all"}, set(v)),
         "byIds": ({"type": "byIds", "ids": [v[0], v[1]]}, {v[0], v[1]}),
         "byGroup": ({"type": "byGroup", "groupId": g0}, set(company.groups[g0])),

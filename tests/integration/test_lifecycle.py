@@ -199,15 +199,15 @@ def test_worker_on_a_busy_port_exits_with_one_line(
     argv = [sys.executable, "-m", "tracker_ws", "worker"]
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env
-    ) as worker:
+    ) as busy:
         try:
-            out, err = worker.communicate(timeout=30)
+            out, err = busy.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            worker.kill()
-            out, err = worker.communicate()
+            busy.kill()
+            out, err = busy.communicate()
             pytest.fail(f"worker still running 30 s later; it said:\n{(out + err)[-2000:]}")
-    print(f"\nexit {worker.returncode}: {err.strip()!r}")
-    assert worker.returncode != 0
+    print(f"\nexit {busy.returncode}: {err.strip()!r}")
+    assert busy.returncode != 0
     assert err.strip().splitlines() == [
         f"tracker-ws worker: port {taken_port} is in use (another tracker-ws?): "
         "stop it or set TRACKER_WS_PORT"
@@ -310,7 +310,11 @@ def test_interrupted_pytest_leaves_no_server_running(tmp_path: Path, sig: signal
             inner.wait()
     took = _assert_all_gone({broker_pid: broker_pid, redis_pid: redis_pid})
     for port in (broker_port, redis_port):
-        devstack.wait_for(lambda p=port: not devstack.port_in_use(p), 10, what=f"port {port}")
+
+        def freed(p: int = port) -> bool:
+            return not devstack.port_in_use(p)
+
+        devstack.wait_for(freed, 10, what=f"port {port}")
     print(f"\npytest {sig.name}: broker and redis gone in {took:.1f} s")
 
 

@@ -47,7 +47,7 @@ from tests.support.checks import (
     warm_up_event_partitions,
 )
 from tests.support.client import ConnectFailed, Msg, SeedLikeClient, is_replayable
-from tests.support.cluster import why_positions_missing
+from tests.support.cluster import entry_values, why_positions_missing
 from tests.support.fleet import (
     Company,
     EventSource,
@@ -266,6 +266,7 @@ async def client_disruption(world: World, p: Player, kind: str) -> None:
         status = 0
         for _ in range(5):  # the admin API of any live instance
             worker = p.rng.choice(world.eligible or world.cluster.workers[:1])
+            assert conn.hello is not None  # open() returned: `connected` arrived
             url = f"{worker.url}/api/v1/ws/connections/{conn.hello['connectionId']}"
             try:
                 status, _ = await http("DELETE", url)
@@ -339,7 +340,11 @@ async def slow_consumer(world: World, p: Player, events: EventSource) -> None:
             ]
             sent += len(batch)
             want = {e.marker for e in batch}
-            await p.oracle.wait_for(lambda w=want: w <= set(p.oracle.markers()), 20, "big ones")
+
+            def got_big_ones(w: set[str] = want) -> bool:
+                return w <= set(p.oracle.markers())
+
+            await p.oracle.wait_for(got_big_ones, 20, "big ones")
         p.client.resume()
         async with asyncio.timeout(30):
             await conn.done.wait()
@@ -524,11 +529,12 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
             await p.client.open(rng.choice(main.workers).ws_url)
         for c in everyone:
             n = len(c.subscriptions)
-            await c.wait_for(
-                lambda c=c, n=n: sum(m["type"] == "subscribed" for m in c.messages()) == n,
-                10,
-                "subscribed",
-            )
+
+            def all_subscribed(c: SeedLikeClient = c, n: int = n) -> bool:
+                replies: int = sum(m["type"] == "subscribed" for m in c.messages())
+                return replies == n
+
+            await c.wait_for(all_subscribed, 10, "subscribed")
         await warm_up_event_partitions(fleet, w0)
 
         world.t0 = started = time.monotonic()
@@ -536,7 +542,11 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
         producer = asyncio.create_task(produce(world, players, events, fleet, until))
         # Every client has a lastEventId to come back with (with 0 it would start afresh).
         for p in players:
-            await p.client.wait_for(lambda p=p: p.client.last_event_id > 0, 20, "a first event")
+
+            def has_event_id(p: Player = p) -> bool:
+                return p.client.last_event_id > 0
+
+            await p.client.wait_for(has_event_id, 20, "a first event")
         tasks = [asyncio.create_task(play(world, p)) for p in players]
         ops = asyncio.create_task(instance_ops(world, players, events, canary, slow))
         fixes = await producer
@@ -560,8 +570,12 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
                 for e in events.published
                 if entitled(e, p.user, p.company.company_id, ORACLE_SUBS)
             }
+
+            def oracle_got_owed(p: Player = p, o: set[str] = owed) -> bool:
+                return o <= set(p.oracle.markers())
+
             try:
-                await p.oracle.wait_for(lambda p=p, o=owed: o <= set(p.oracle.markers()), 40)
+                await p.oracle.wait_for(oracle_got_owed, 40)
             except AssertionError:
                 # Published (in a history stream, so it got an eventId) or never published?
                 history = set()
@@ -570,8 +584,8 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
                     f"ws:history:company:{p.company.company_id}",
                     "ws:history:all",
                 ):
-                    for _, fields in await redis_main.xrange(stream):
-                        history.add(marker_of(orjson.loads(_frame_of(fields[b"e"]))) or "")
+                    for envelope in entry_values(await redis_main.xrange(stream), b"e"):
+                        history.add(marker_of(orjson.loads(_frame_of(envelope))) or "")
                 lost = [
                     f"{e.at - world.t0:6.2f}s {e.kind}/{e.source} "
                     f"{'in history' if e.marker in history else 'NOT in history'}"
@@ -585,11 +599,12 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
         deadline = time.monotonic() + 20
         for p in players:
             owed = {e.marker for e in expected[p.name]}
+
+            def client_got_owed(p: Player = p, o: set[str] = owed) -> bool:
+                return o <= set(p.client.markers())
+
             with contextlib.suppress(AssertionError):
-                await p.client.wait_for(
-                    lambda p=p, o=owed: o <= set(p.client.markers()),
-                    max(0.1, deadline - time.monotonic()),
-                )
+                await p.client.wait_for(client_got_owed, max(0.1, deadline - time.monotonic()))
         await final_positions(fleet, players, main)
     finally:
         world.stopping = True
@@ -607,8 +622,8 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
                 assert event_id.setdefault(mk, m["eventId"]) == m["eventId"], (mk, m)
         oracle_markers = p.oracle.markers()
         assert len(oracle_markers) == len(set(oracle_markers)), f"{p.name}'s oracle: a repeat"
-        for c in p.oracle.connections[:-1]:
-            pytest.fail(f"oracle of {p.name} was disconnected ({c.close_code})")
+        for oracle_conn in p.oracle.connections[:-1]:
+            pytest.fail(f"oracle of {p.name} was disconnected ({oracle_conn.close_code})")
 
     covered = 0
     problems: list[str] = list(world.unexpected)
@@ -629,14 +644,14 @@ async def test_random_disconnects_recover_every_event_exactly_once_in_order(
                 f"twice {len(twice)}, not owed {len(extra)}, in order: {ids == sorted(ids)}"
             )
             print(f"--- {p.name}: connections and missing events (times from the start)")
-            for c in p.client.connections:
-                got_ids = [m["eventId"] for _, m in c.messages if is_replayable(m)]
-                opened = c.messages[0][0] - world.t0 if c.messages else -1
+            for conn in p.client.connections:
+                got_ids = [m["eventId"] for _, m in conn.messages if is_replayable(m)]
+                opened = conn.messages[0][0] - world.t0 if conn.messages else -1
                 print(
-                    f"  {opened:7.2f}s-{(c.closed_at or 0) - world.t0:7.2f}s "
-                    f"{world.cluster.worker_at(c.url).instance_id[-1]} "
-                    f"{c.url.split('&', 1)[-1][:30]} close={c.close_code} "
-                    f"recovered={c.hello.get('recovered') if c.hello else None} "
+                    f"  {opened:7.2f}s-{(conn.closed_at or 0) - world.t0:7.2f}s "
+                    f"{world.cluster.worker_at(conn.url).instance_id[-1]} "
+                    f"{conn.url.split('&', 1)[-1][:30]} close={conn.close_code} "
+                    f"recovered={conn.hello.get('recovered') if conn.hello else None} "
                     f"ids={got_ids}"
                 )
             for e in events.published:

@@ -16,6 +16,7 @@ import redis as redis_sync
 
 from tests.conftest import Cluster, cluster_on_own_redis
 from tests.support.checks import live_positions
+from tests.support.client import Msg
 from tests.support.cluster import TimedClient, register_company, until, warm_up
 from tests.support.fleet import FleetDriver, new_id
 from tracker_ws_dev import stack as devstack
@@ -143,8 +144,12 @@ async def test_a_failing_delivery_handler_does_not_stop_delivery(
         assert r.publish(f"ws:deliver:{worker.instance_id}", b"garbage") == 1
         for i in range(3):
             await fleet.send_fix(vid, lat=40.0 + i)
+
+            def live_at(m: Msg, lat: float = 40.0 + i) -> bool:
+                return any(p["lat"] == lat for _, _, p in live_positions(m))
+
             await client.wait_for(
-                lambda m, i=i: any(p["lat"] == 40.0 + i for _, _, p in live_positions(m)),
+                live_at,
                 15,
                 f"the fix at lat {40.0 + i} after a bad delivery message",
             )

@@ -395,7 +395,11 @@ async def test_rolling_restart_under_load_loses_nothing(
         for r in riders:
             await r.client.open(w0.ws_url)
         for r in riders:
-            await r.client.wait_for(lambda r=r: r.client.replies() == len(r.subs), 10)
+
+            def all_subscribed(r: Rider = r) -> bool:
+                return r.client.replies() == len(r.subs)
+
+            await r.client.wait_for(all_subscribed, 10)
         await warm_up_event_partitions(fleet, w0)
         await positions_flowing(fleet, riders)  # every client has a lastEventId to come back with
         started = time.monotonic()
@@ -420,11 +424,12 @@ async def test_rolling_restart_under_load_loses_nothing(
         }
         for r in riders:
             want = {e.marker for e in owed[r.name]}
+
+            def got_owed(r: Rider = r, w: set[str] = want) -> bool:
+                return w <= set(r.client.markers())
+
             with contextlib.suppress(AssertionError):
-                await r.client.wait_for(
-                    lambda r=r, w=want: w <= set(r.client.markers()),
-                    max(0.1, deadline - time.monotonic()),
-                )
+                await r.client.wait_for(got_owed, max(0.1, deadline - time.monotonic()))
         # The last position of each vehicle reaches every client that follows it (checked
         # below, with everything else owed).
         followers = [(r.client, r.vehicles) for r in riders]
@@ -479,11 +484,12 @@ async def test_rolling_restart_under_load_loses_nothing(
         statuses = {(code, status) for _, code, status in d["health"]}
         if (503, "draining") not in statuses:
             problems.append(f"{d['worker'].instance_id}: /health during drain: {statuses}")
-    restarts_closes = []
+    restarts_closes: list[tuple[float, str, Worker]] = []
     for r in riders:
         for c in r.client.connections:
             if c.close_code != 1012:
                 continue
+            assert c.closed_at is not None  # set with close_code when the connection ended
             restarts_closes.append((c.closed_at, r.name, deploy.worker_of(c.url)))
             kinds = [(m["type"], m.get("eventId")) for _, m in c.messages]
             if ("systemAlert", 0) not in kinds:

@@ -12,13 +12,13 @@ import os
 import random
 import time
 import urllib.request
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol
 
 import orjson
 
 from tests.support.client import Msg, WsClient
-from tests.support.fleet import Company, FleetDriver, fix, new_id, wait_registry
+from tests.support.fleet import Company, EventSource, FleetDriver, fix, new_id, wait_registry
 from tracker_ws_dev.stack import Worker
 
 Position = dict[str, Any]
@@ -96,7 +96,7 @@ def ts_now_ms() -> int:
 
 
 async def peers_deliver_to(
-    worker: Worker, other: Worker, events: Any, *, run: int = 20, timeout: float = 40.0
+    worker: Worker, other: Worker, events: EventSource, *, run: int = 20, timeout: float = 40.0
 ) -> float:
     """Wait until a (re)started `worker` gets the events its peers publish: `run` notifications
     in a row, published on Redis (every instance races to publish each one), reach a client on
@@ -122,16 +122,22 @@ async def peers_deliver_to(
     try:
         for client, w in ((probe, worker), (watch, other)):
             await client.open(w.ws_url)
-            await client.wait_for(
-                lambda c=client: any(m["type"] == "subscribed" for m in c.messages()), 10
-            )
+
+            def got_subscribed(c: SeedLikeClient = client) -> bool:
+                return any(m["type"] == "subscribed" for m in c.messages())
+
+            await client.wait_for(got_subscribed, 10)
         streak = 0
         while streak < run:
             assert time.monotonic() - started < timeout, f"{worker.instance_id} misses events"
             ev = await events.notification(user, source="redis")
             try:
                 for client in (watch, probe):
-                    await client.wait_for(lambda c=client, ev=ev: has(c, ev.marker), 1.0)
+
+                    def delivered(c: SeedLikeClient = client, marker: str = ev.marker) -> bool:
+                        return has(c, marker)
+
+                    await client.wait_for(delivered, 1.0)
                 streak += 1
             except AssertionError:
                 streak = 0
@@ -141,7 +147,7 @@ async def peers_deliver_to(
     return time.monotonic() - started
 
 
-async def settled(workers: list[Worker], events: Any) -> None:
+async def settled(workers: list[Worker], events: EventSource) -> None:
     """Every instance gets the events every peer publishes (peers learn who is alive on a
     timer: bug #2 in tests/integration/test_rolling.py). `events`: an EventSource."""
     for i, w in enumerate(workers):
@@ -215,8 +221,19 @@ def round_lat(n: int) -> float:
     return round(80 + n / 1000, 6)
 
 
+class PositionFollower(Protocol):
+    """A client that reports the latest position of each vehicle and can wait for a
+    condition (tests.support.client.SeedLikeClient)."""
+
+    def last_positions(self) -> dict[str, float]: ...
+
+    async def wait_for(
+        self, pred: Callable[[], bool], timeout: float = ..., what: str = ...
+    ) -> None: ...
+
+
 async def fix_until_followers_hold(
-    fleet: FleetDriver, followers: list[tuple[Any, Collection[str]]], rounds: int
+    fleet: FleetDriver, followers: Sequence[tuple[PositionFollower, Collection[str]]], rounds: int
 ) -> bool:
     """Rounds of fixes (lat 80.000, 80.001, …) for every followed vehicle until each client
     holds the round's position of each of its vehicles as its latest; interest may still be

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.typing import StreamRangeResponse
 
 from tests.support.checks import live_positions
-from tests.support.client import Msg, WsClient
+from tests.support.client import Msg, SeedLikeClient, WsClient
 from tests.support.fleet import Company, FleetDriver, fix, new_id
 from tracker_ws.agents.positions import partition_of
 from tracker_ws.auth import mint_token
@@ -48,7 +49,11 @@ def redis_client(url: str) -> Any:
     if url.startswith("redis+cluster://"):
         from redis.cluster import ClusterNode, RedisCluster
 
-        nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
+        # redis.cluster.ClusterNode.__init__ has no annotations (redis.asyncio's has).
+        nodes = [
+            ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in cluster_nodes(url)
+        ]
         return RedisCluster(startup_nodes=nodes, decode_responses=True)
     return redis.Redis.from_url(url, decode_responses=True)
 
@@ -66,6 +71,19 @@ def async_redis_client(url: str) -> Any:
         nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
         return RedisCluster(startup_nodes=nodes)
     return aioredis.Redis.from_url(url)
+
+
+def entry_values(entries: StreamRangeResponse | None, name: bytes) -> list[bytes]:
+    """The field `name` of every entry of an XRANGE reply, from a client without
+    decode_responses (bytes)."""
+    assert entries is not None
+    values: list[bytes] = []
+    for _, fields in entries:
+        assert fields is not None
+        value = fields[name]
+        assert isinstance(value, bytes), value
+        values.append(value)
+    return values
 
 
 def key_space(url: str) -> KeySpace:
@@ -314,7 +332,7 @@ async def wait_round(
 
 
 def why_positions_missing(
-    cluster: Cluster, followers: Iterable[tuple[Any, Iterable[str]]], want: float
+    cluster: Cluster, followers: Iterable[tuple[SeedLikeClient, Iterable[str]]], want: float
 ) -> list[str]:
     """For every (client, vehicle) whose latest position is not `want`: which worker owns
     the vehicle's partition, the interest entries there that can route it to the client's

@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from faust.transport.consumer import ConsumerMessage
-from faust.types import TP
+from faust.transport.conductor import Conductor
+from faust.types import TP, ConsumerMessage
 
 from tracker_ws.kafka.app import KafkaApp
 
@@ -19,6 +19,7 @@ async def consumer() -> Any:
     app = KafkaApp("test-ack-many", broker="kafka://127.0.0.1:1", store="memory://")
     # An acking topic, as an agent's is: the conductor's own index says so, as on a worker.
     app.topics.add(app.topic(GPS))
+    assert isinstance(app.topics, Conductor)
     await app.topics._update_indices()
     assert app.topics.acks_enabled_for(GPS)
     return app.consumer

@@ -93,7 +93,12 @@ def test_alerts_by_scope_and_subscription(
     has_type: bool,
     expected: bool,
 ) -> None:
-    env = {"t": envelope.ALERT, "level": "info", "message": "m", "companies": companies}
+    env: dict[str, object] = {
+        "t": envelope.ALERT,
+        "level": "info",
+        "message": "m",
+        "companies": companies,
+    }
     if subscribers_only:
         env["subscribers_only"] = True
     a = audience_of(env, REGISTRY.get)

@@ -3,7 +3,9 @@ from __future__ import annotations
 from tracker_ws.kafka.consumer_watch import PartitionState, StallWatch
 
 
-def part(committed: int | None, end: int | None, partition: int = 0, fetch: int | None = None):
+def part(
+    committed: int | None, end: int | None, partition: int = 0, fetch: int | None = None
+) -> PartitionState:
     return PartitionState(
         topic="gps-events",
         partition=partition,

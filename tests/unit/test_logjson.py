@@ -12,7 +12,8 @@ import pytest
 from mode.utils.logging import setup_logging
 
 from tracker_ws import logjson
-from tracker_ws.config import ConfigError, Settings
+from tracker_ws.config import Settings
+from tracker_ws.domain.errors import ConfigError
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fnmatch import fnmatch
 from pathlib import Path
 
-from setuptools.config.setupcfg import read_configuration
+from setuptools.config.setupcfg import read_configuration  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tracker_ws"

@@ -27,7 +27,8 @@ def app_with(stagger: float | None) -> Any:
         PartitionAssignor=LeaderAwareAssignor,
     )
     if stagger is not None:
-        app.rt = SimpleNamespace(settings=Settings(kafka_rejoin_stagger_s=stagger))
+        # KafkaApp declares no `rt` (TrackerApp does); the consumer reads it with getattr.
+        app.rt = SimpleNamespace(settings=Settings(kafka_rejoin_stagger_s=stagger))  # type: ignore[attr-defined]
     return app
 
 

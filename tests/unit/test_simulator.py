@@ -175,7 +175,7 @@ def test_a_lap_of_the_host_vehicle_crosses_its_zone() -> None:
         events = FleetEvents(fleet)
         host = min(
             (v for v in fleet.vehicles if v.company_id == zone.company_id),
-            key=lambda v, z=zone: distance_m(z.center, _on_loop(v, z)),
+            key=lambda v: distance_m(zone.center, _on_loop(v, zone)),
         )
         assert zone.contains(*_on_loop(host, zone))
         lap = 2 * math.pi / abs(host.angular_speed)

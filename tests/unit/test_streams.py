@@ -10,20 +10,24 @@ from typing import Any
 import orjson
 import pytest
 
+from tracker_ws.domain.batching import Positions
 from tracker_ws.domain.models import UserContext
 from tracker_ws.domain.permissions import Permissions
 from tracker_ws.web.flusher import Flusher
-from tracker_ws.web.streams import Positions, PositionStream, PositionStreams
+from tracker_ws.web.streams import PositionStream, PositionStreams
 
 WINDOW = 0.02
+# What asyncio.WriteTransport.write takes (the stream writes bytes).
+Data = bytes | bytearray | memoryview
 
 
-class Transport:
+class Transport(asyncio.WriteTransport):
     """What the stream writes a shared member's frames to: records each write with the
     member's lastEventId after it; `writable` False stands for a peer over its high-water
     mark, `fail` for a connection that breaks mid-write."""
 
     def __init__(self, member: Member) -> None:
+        super().__init__()
         self.member = member
         self.writable = True
         self.closing = False
@@ -35,7 +39,7 @@ class Transport:
     def get_write_buffer_size(self) -> int:
         return 0 if self.writable else self.member.high_water + 1
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Data) -> None:
         if self.fail:
             raise ConnectionResetError("peer reset")
         # A server text frame of a short batch: two header bytes, then the JSON.
@@ -52,9 +56,9 @@ class Member:
         self.high_water = 1000
         self.last_event_id = 0
         self.io = Transport(self)
-        self.transport: Transport | None = self.io
+        self.transport: asyncio.WriteTransport | None = self.io
         self.handed: list[int] = []  # eventIds handed one by one (private)
-        self.wire: list[tuple[bytes, int]] = []  # stream frames written (shared)
+        self.wire: list[tuple[Data, int]] = []  # stream frames written (shared)
         self.left_with: list[list[int]] = []
         self.failed: list[Exception] = []
 
