@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
+from tracker_ws.agents.positions import partition_of
 from tracker_ws_dev.simulator import Fleet, SimVehicle, register
 
 GPS_TOPIC = "gps-events"
@@ -33,10 +33,6 @@ TOPIC_CONFIGS = {REGISTRY_TOPIC: {"cleanup.policy": "compact"}}
 # and put the Kafka leg alone at p99 ≈ 170 ms at 2,000 fixes/s; 20 ms ticks keep that leg at
 # p99 ≈ 20–35 ms up to 8,000 fixes/s.
 TICK_S = 0.02
-
-
-def partition_of(key: bytes, partitions: int = PARTITIONS) -> int:
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass
@@ -68,7 +64,7 @@ class FixProducer:
         self.fleet = fleet
         self.producer: AIOKafkaProducer | None = None
         self._keys = {v.vehicle_id: v.vehicle_id.encode() for v in fleet.vehicles}
-        self._parts = {vid: partition_of(k) for vid, k in self._keys.items()}
+        self._parts = {vid: partition_of(vid, PARTITIONS) for vid in self._keys}
         self._rr = 0
         self.total_sent = 0
 

@@ -13,12 +13,20 @@ import random
 import time
 import urllib.request
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from tests.support.client import Msg, WsClient
-from tests.support.fleet import Company, EventSource, FleetDriver, fix, new_id, wait_registry
+from tests.support.client import Msg, SeedLikeClient, WsClient
+from tests.support.fleet import (
+    Company,
+    EventSource,
+    FleetDriver,
+    fix,
+    marker_of,
+    new_id,
+    wait_registry,
+)
 from tracker_ws_dev.stack import Worker
 
 Position = dict[str, Any]
@@ -105,8 +113,6 @@ async def peers_deliver_to(
     Needed because a peer routes replayable events to the instances it last saw alive (bug #2,
     tests/integration/test_rolling.py); harmless once that is fixed. `events` is a
     tests.support.fleet.EventSource."""
-    from tests.support.client import SeedLikeClient
-    from tests.support.fleet import marker_of
 
     company = Company()
     user = new_id()
@@ -159,8 +165,6 @@ async def warm_up_event_partitions(fleet: FleetDriver, worker: Worker) -> None:
     own), seen by a watcher: from then on each partition has a committed offset, so a consumer
     that takes one over after a restart resumes there and not at the end (the group's
     auto_offset_reset is `latest`)."""
-    from tests.support.client import SeedLikeClient
-
     company = Company()
     user = new_id()
     vid = new_id()
@@ -221,19 +225,8 @@ def round_lat(n: int) -> float:
     return round(80 + n / 1000, 6)
 
 
-class PositionFollower(Protocol):
-    """A client that reports the latest position of each vehicle and can wait for a
-    condition (tests.support.client.SeedLikeClient)."""
-
-    def last_positions(self) -> dict[str, float]: ...
-
-    async def wait_for(
-        self, pred: Callable[[], bool], timeout: float = ..., what: str = ...
-    ) -> None: ...
-
-
 async def fix_until_followers_hold(
-    fleet: FleetDriver, followers: Sequence[tuple[PositionFollower, Collection[str]]], rounds: int
+    fleet: FleetDriver, followers: Sequence[tuple[SeedLikeClient, Collection[str]]], rounds: int
 ) -> bool:
     """Rounds of fixes (lat 80.000, 80.001, …) for every followed vehicle until each client
     holds the round's position of each of its vehicles as its latest; interest may still be

@@ -26,7 +26,8 @@ async def test_a_held_loop_shows_as_lag_and_stop_ends_the_reports() -> None:
         while len(seen) < 3:
             arrived.clear()
             await arrived.wait()
-    assert all(lag >= 0.0 for lag in seen), seen
+    # Lateness, not a timestamp or an interval sum: an idle loop runs its timer nearly on time.
+    assert all(0.0 <= lag < 1.0 for lag in seen), seen
 
     # A callback that does not return for HOLD seconds (what a 10,000-connection ping sweep
     # or a long collection does to the loop).

@@ -248,7 +248,7 @@ class Session:
         if transport is None:
             return 0
         outbox = self.outbox
-        if transport.get_write_buffer_size() > self.high_water:
+        if not reading(transport, self.high_water):
             # The peer does not read: look again next tick; positions keep coalescing.
             self._flusher.schedule(self, now + self._flusher.tick)
             return 0
